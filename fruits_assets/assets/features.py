@@ -1,0 +1,73 @@
+"""MobileNetV2 features of every labeled image, computed once and stored as Parquet."""
+
+import math
+
+from dagster import AssetCheckResult, AssetExecutionContext, AssetIn, Config, asset, asset_check
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fruits_assets.assets.images import SPARK_PARQUET
+from fruits_assets.resources.spark import DEFAULT_ARROW_BATCH
+from fruits_assets.spark.featurize import features_column
+from fruits_assets.vision.engines import DEFAULT_ENGINE, ENGINES
+from fruits_assets.vision.mobilenet import FEATURE_DIM
+
+IMAGES_PER_TASK = 1024
+
+
+class FeaturizationConfig(Config):
+    engine: str = Field(default=DEFAULT_ENGINE, description=f"Feature engine: one of {', '.join(ENGINES)}.")
+    batch_size: int = Field(default=32, ge=1, description="Images per model call.")
+    arrow_batch_size: int = Field(
+        default=DEFAULT_ARROW_BATCH, ge=1, description="Rows per Arrow batch sent to the Python workers."
+    )
+
+
+@asset(io_manager_key=SPARK_PARQUET, group_name="features", kinds={"spark", "tensorflow", "parquet"})
+def mobilenet_features(
+    context: AssetExecutionContext,
+    config: FeaturizationConfig,
+    pyspark: LazyPySparkResource,
+    raw_images: DataFrame,
+    labeled_images: DataFrame,
+) -> DataFrame:
+    """`path, label, split, features`: the 1280-d MobileNetV2 (ImageNet) penultimate layer of each image.
+
+    Features are computed by the IO manager's single write; nothing downstream
+    recomputes them, it reads the stored Parquet dataset.
+    """
+    spark = pyspark.spark_session
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_size))
+    images = labeled_images.count()
+    tasks = max(spark.sparkContext.defaultParallelism, math.ceil(images / IMAGES_PER_TASK))
+    labels = labeled_images.select("path", "label", "split")
+    to_featurize = raw_images.select("path", "content").join(F.broadcast(labels), "path").repartition(tasks)
+    features = features_column(spark, config.engine, config.batch_size)
+    context.add_output_metadata({"engine": config.engine, "batch_size": config.batch_size, "spark_tasks": tasks})
+    return to_featurize.select("path", "label", "split", features("content", "path").alias("features"))
+
+
+@asset_check(
+    asset=mobilenet_features,
+    additional_ins={"labeled_images": AssetIn("labeled_images")},
+    blocking=True,
+    description="Exactly one feature row per labeled image.",
+)
+def features_reconcile(mobilenet_features: DataFrame, labeled_images: DataFrame) -> AssetCheckResult:
+    featurized, labeled = mobilenet_features.select("path"), labeled_images.select("path")
+    missing = labeled.subtract(featurized).count()
+    unexpected = featurized.subtract(labeled).count()
+    rows, images = mobilenet_features.count(), labeled_images.count()
+    return AssetCheckResult(
+        passed=rows == images and missing == 0 and unexpected == 0,
+        metadata={"feature_rows": rows, "labeled_images": images, "missing": missing, "unexpected": unexpected},
+    )
+
+
+@asset_check(asset=mobilenet_features, blocking=True, description="Every row holds 1280 finite values.")
+def features_are_finite(mobilenet_features: DataFrame) -> AssetCheckResult:
+    finite = F.forall("features", lambda x: ~F.isnan(x) & (F.abs(x) < float("inf")))
+    bad = mobilenet_features.filter((F.size("features") != FEATURE_DIM) | ~finite).count()
+    return AssetCheckResult(passed=bad == 0, metadata={"bad_rows": bad, "dimension": FEATURE_DIM})

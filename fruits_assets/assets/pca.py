@@ -1,0 +1,106 @@
+"""PCA reduction of the features, and the reduced matrix as CSV and Parquet."""
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    asset,
+    asset_check,
+)
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame
+
+from fruits_assets.resources.locations import DataLocations
+from fruits_assets.spark.files import write_single_csv
+from fruits_assets.spark.pca import explained_variance, fit_pca, pca_k, project
+
+SPARK_ML = "spark_ml_io_manager"
+CSV_NAME, PARQUET_NAME = "pca_features.csv", "pca_features"
+ID_COLUMNS = ["path", "label", "split"]
+PCA_MODEL_KEY = AssetKey("pca_model")
+
+
+class PCAConfig(Config):
+    k: int | None = Field(default=None, ge=1, description="Components to keep; by default chosen by variance_target.")
+    variance_target: float = Field(
+        default=0.90, gt=0, le=1, description="Smallest cumulative explained variance the chosen k must reach."
+    )
+
+
+@asset(io_manager_key=SPARK_ML, group_name="reduction", kinds={"spark"})
+def pca_model(context: AssetExecutionContext, config: PCAConfig, mobilenet_features: DataFrame) -> PipelineModel:
+    """A Spark ML PipelineModel: StandardScaler (mean and std) then PCA, fitted on all features."""
+    model, explained_all = fit_pca(mobilenet_features, config.k, config.variance_target)
+    explained = explained_variance(model)
+    context.add_output_metadata(
+        {
+            "k": pca_k(model),
+            "variance_target": config.variance_target,
+            "k_configured": config.k is not None,
+            "explained_variance": [round(v, 6) for v in explained],
+            "cumulative_explained_variance": [round(v, 6) for v in np.cumsum(explained)],
+            "explained_variance_total": float(sum(explained)),
+            "components_in_data": len(explained_all),
+        }
+    )
+    return model
+
+
+@asset(group_name="reduction", kinds={"spark", "csv", "parquet"})
+def pca_features_csv(
+    pyspark: LazyPySparkResource, locations: DataLocations, pca_model: PipelineModel, mobilenet_features: DataFrame
+) -> MaterializeResult:
+    """`pca_features.csv` (header `path,label,split,pc_1,…,pc_k`) and the same rows as Parquet."""
+    spark = pyspark.spark_session
+    parquet_path, csv_path = locations.path_of(PARQUET_NAME), locations.path_of(CSV_NAME)
+    project(pca_model, mobilenet_features).write.mode("overwrite").parquet(parquet_path)
+    stored = spark.read.parquet(parquet_path).orderBy("path")
+    write_single_csv(spark, stored, csv_path)
+    return MaterializeResult(
+        metadata={"csv_path": csv_path, "parquet_path": parquet_path, "rows": stored.count(), "k": pca_k(pca_model)}
+    )
+
+
+@asset_check(asset=pca_model, description="The model's explained variance reaches the target it was fitted for.")
+def explained_variance_reaches_target(
+    context: AssetCheckExecutionContext, pca_model: PipelineModel
+) -> AssetCheckResult:
+    event = context.instance.get_latest_materialization_event(PCA_MODEL_KEY)
+    recorded = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    target = float(recorded["variance_target"].value) if "variance_target" in recorded else PCAConfig().variance_target
+    k_configured = bool(recorded["k_configured"].value) if "k_configured" in recorded else False
+    total = float(sum(explained_variance(pca_model)))
+    return AssetCheckResult(
+        passed=total >= target,
+        # A k chosen by hand may knowingly fall short of the target: warn, don't fail.
+        severity=AssetCheckSeverity.WARN if k_configured else AssetCheckSeverity.ERROR,
+        metadata={"explained_variance_total": total, "variance_target": target, "k": pca_k(pca_model)},
+    )
+
+
+@asset_check(
+    asset=pca_features_csv,
+    additional_ins={"pca_model": AssetIn("pca_model"), "mobilenet_features": AssetIn("mobilenet_features")},
+    description="The CSV has path, label, split and k finite components, one row per featurized image.",
+)
+def csv_has_k_components(
+    locations: DataLocations, pca_model: PipelineModel, mobilenet_features: DataFrame
+) -> AssetCheckResult:
+    k = pca_k(pca_model)
+    table = pd.read_csv(locations.path_of(CSV_NAME), keep_default_na=False, na_values={"split": [""]})
+    expected = ID_COLUMNS + [f"pc_{i + 1}" for i in range(k)]
+    pcs = table[expected[3:]].to_numpy(dtype=float) if list(table.columns) == expected else np.empty(0)
+    rows = mobilenet_features.count()
+    return AssetCheckResult(
+        passed=list(table.columns) == expected and len(table) == rows and bool(np.isfinite(pcs).all()) and pcs.size > 0,
+        metadata={"columns": len(table.columns), "k": k, "csv_rows": len(table), "feature_rows": rows},
+    )

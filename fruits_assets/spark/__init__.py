@@ -1,0 +1,1 @@
+"""Spark glue around the plain image and feature functions: no Dagster here."""

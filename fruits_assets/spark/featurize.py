@@ -1,0 +1,51 @@
+"""MobileNetV2 features in a pandas UDF: one engine per Python worker, built from a broadcast."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+from pyspark import Broadcast, TaskContext
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType
+
+from fruits_assets.vision.engines import FeatureEngine, build_engine, check_engine, engine_payload
+from fruits_assets.vision.features import featurize_images
+
+# Per Python worker: the engine built from the current broadcast. Spark reuses
+# workers across tasks, so the model is built once per worker, not per task.
+_WORKER_ENGINE: dict[str, FeatureEngine] = {}
+
+
+def worker_threads() -> int:
+    """The cores Spark gives this task (`spark.task.cpus`), so workers never oversubscribe."""
+    context = TaskContext.get()
+    return max(1, context.cpus()) if context is not None else 1
+
+
+def worker_engine(token: str, payload: Broadcast, engine: str) -> FeatureEngine:
+    """This worker's engine for the broadcast named by `token`, built on first use."""
+    if token not in _WORKER_ENGINE:
+        _WORKER_ENGINE.clear()
+        _WORKER_ENGINE[token] = build_engine(engine, payload.value, worker_threads())
+    return _WORKER_ENGINE[token]
+
+
+def features_column(spark: SparkSession, engine: str, batch_size: int) -> Callable[..., Column]:
+    """A pandas UDF `(content, path) -> array<float>[1280]` for the given engine.
+
+    The driver prepares the engine's payload once and broadcasts it; workers
+    build the engine from the broadcast and never read weights elsewhere.
+    """
+    payload = spark.sparkContext.broadcast(engine_payload(check_engine(engine)))
+    token = f"{engine}-{uuid.uuid4().hex}"
+
+    def features(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+        model = worker_engine(token, payload, engine)
+        for contents, paths in batches:
+            matrix = featurize_images(model, contents.to_numpy(), paths.to_numpy(), batch_size)
+            yield pd.Series(list(matrix))
+
+    return F.pandas_udf(features, ArrayType(FloatType(), containsNull=False))

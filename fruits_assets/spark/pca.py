@@ -1,0 +1,67 @@
+"""StandardScaler + PCA in Spark MLlib, k chosen by explained variance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import PCA, StandardScaler
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+VECTOR_COL, SCALED_COL, PCA_COL = "vector", "scaled", "pca"
+
+
+def choose_k(explained: Sequence[float], target: float) -> int:
+    """The smallest k whose cumulative explained variance reaches `target`."""
+    if not 0 < target <= 1:
+        raise ValueError(f"variance target must be in (0, 1], got {target}")
+    cumulative = np.cumsum(np.asarray(explained, dtype=float))
+    reached = np.flatnonzero(cumulative >= target - 1e-12)
+    return int(reached[0]) + 1 if reached.size else len(cumulative)
+
+
+def with_vector(features: DataFrame) -> DataFrame:
+    """The `features` array as an MLlib dense vector (no Python UDF involved)."""
+    return features.withColumn(VECTOR_COL, array_to_vector("features"))
+
+
+def fit_pca(features: DataFrame, k: int | None, variance_target: float) -> tuple[PipelineModel, list[float]]:
+    """Fit scaler then PCA; with no k, the smallest reaching `variance_target`.
+
+    Returns the model and the explained variance ratio of every component the
+    data has (so the curve can be shown beyond the chosen k).
+    """
+    vectors = with_vector(features).select(VECTOR_COL).persist()
+    try:
+        dim = len(vectors.first()[VECTOR_COL])
+        scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=SCALED_COL, withMean=True, withStd=True).fit(vectors)
+        scaled = scaler.transform(vectors).select(SCALED_COL).persist()
+        full = PCA(k=dim, inputCol=SCALED_COL, outputCol=PCA_COL).fit(scaled)
+        explained = [float(v) for v in full.explainedVariance]
+        chosen = k if k is not None else choose_k(explained, variance_target)
+        if not 1 <= chosen <= dim:
+            raise ValueError(f"k must be between 1 and {dim}, got {chosen}")
+        pca = PCA(k=chosen, inputCol=SCALED_COL, outputCol=PCA_COL).fit(scaled)
+        scaled.unpersist()
+    finally:
+        vectors.unpersist()
+    return PipelineModel(stages=[scaler, pca]), explained
+
+
+def pca_k(model: PipelineModel) -> int:
+    return int(model.stages[-1].getK())
+
+
+def explained_variance(model: PipelineModel) -> list[float]:
+    return [float(v) for v in model.stages[-1].explainedVariance]
+
+
+def project(model: PipelineModel, features: DataFrame) -> DataFrame:
+    """`path, label, split, pc_1 … pc_k`, ordered by path."""
+    k = pca_k(model)
+    pcs = vector_to_array(F.col(PCA_COL))
+    scored = model.transform(with_vector(features))
+    return scored.select("path", "label", "split", *[pcs[i].alias(f"pc_{i + 1}") for i in range(k)]).orderBy("path")

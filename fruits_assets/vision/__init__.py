@@ -1,0 +1,1 @@
+"""Image and model logic as plain functions: no Spark, no Dagster."""

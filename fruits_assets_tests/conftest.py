@@ -1,0 +1,56 @@
+"""Fixtures: synthetic image trees, ../shared when present, one Spark session per test run."""
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared; skipped with a reason where it is absent, a failure in CI."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        message = f"{path} is absent: these tests need ../shared beside the repository"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def fruit_jpeg(color: tuple[int, int, int], seed: int = 0, size: int = 100, fmt: str = "JPEG") -> bytes:
+    """A fruit-like test image: a coloured disc with some texture on white, encoded as `fmt`."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.4) ** 2
+    pixels = np.full((size, size, 3), 255, dtype=np.uint8)
+    noise = rng.integers(-30, 30, size=(size, size, 3))
+    pixels[disc] = np.clip(np.array(color) + noise[disc], 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def write_tree(root: Path, layout: dict[str, int], colors: dict[str, tuple[int, int, int]]) -> list[Path]:
+    """Write `count` images for each `<relative folder>` in `layout`, coloured by the folder's last name."""
+    written = []
+    for folder, count in layout.items():
+        label = Path(folder).name
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            path = root / folder / f"{i}_100.jpg"
+            path.write_bytes(fruit_jpeg(colors[label], seed=i))
+            written.append(path)
+    return written
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The project's own local session (what the assets use), shared by every Spark test."""
+    from fruits_assets.resources.spark import local_pyspark
+
+    return local_pyspark().spark_session
