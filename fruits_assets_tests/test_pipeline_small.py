@@ -1,5 +1,7 @@
 """The graph in process on a tree the test writes: splits, awkward labels, configured k and engine."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -73,8 +75,20 @@ def test_csv_round_trips_awkward_labels_with_configured_k(run):
     assert means.max() - means.min() > table.groupby("label")["pc_1"].std().max()
 
 
-def test_missing_images_root_is_a_clear_error(tmp_path):
-    job = build_defs(str(tmp_path / "nowhere"), str(tmp_path / "s")).resolve_implicit_global_asset_job_def()
+def _first_failure(images_root: Path, storage: Path) -> str:
+    job = build_defs(str(images_root), str(storage)).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(raise_on_error=False)
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert f"images root {tmp_path / 'nowhere'} does not exist" in str(failure.step_failure_data.error)
+    assert not result.success
+    return str(next(e for e in result.all_events if e.is_step_failure).step_failure_data.error)
+
+
+def test_missing_images_root_is_a_clear_error(tmp_path):
+    error = _first_failure(tmp_path / "nowhere", tmp_path / "storage")
+    assert f"images root {tmp_path / 'nowhere'} does not exist" in error
+
+
+def test_root_without_images_is_a_clear_error(tmp_path):
+    (tmp_path / "images" / "Kiwi 1").mkdir(parents=True)
+    (tmp_path / "images" / "Kiwi 1" / "readme.txt").write_text("no pictures here")
+    error = _first_failure(tmp_path / "images", tmp_path / "storage")
+    assert f"no image files (.jpg, .jpeg, .png) found under {tmp_path / 'images'}" in error

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pyspark.ml import PipelineModel
+from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import PCA, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.stat import Correlation
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -28,27 +29,37 @@ def with_vector(features: DataFrame) -> DataFrame:
     return features.withColumn(VECTOR_COL, array_to_vector("features"))
 
 
+def explained_variance_spectrum(vectors: DataFrame) -> list[float]:
+    """Explained variance ratio of every principal component of the standardized data, largest first.
+
+    The covariance of standardized data is the features' correlation matrix: MLlib
+    computes it in one pass, and its eigenvalues (a small dense problem on the
+    driver) give the whole curve without fitting PCA with every component.
+    Constant features, which the scaler maps to 0, contribute no variance.
+    """
+    corr = np.nan_to_num(Correlation.corr(vectors, VECTOR_COL).head()[0].toArray(), nan=0.0)
+    eigenvalues = np.clip(np.linalg.eigvalsh(corr)[::-1], 0.0, None)
+    return (eigenvalues / eigenvalues.sum()).tolist()
+
+
 def fit_pca(features: DataFrame, k: int | None, variance_target: float) -> tuple[PipelineModel, list[float]]:
-    """Fit scaler then PCA; with no k, the smallest reaching `variance_target`.
+    """Fit StandardScaler then PCA; with no k, the smallest reaching `variance_target`.
 
     Returns the model and the explained variance ratio of every component the
     data has (so the curve can be shown beyond the chosen k).
     """
     vectors = with_vector(features).select(VECTOR_COL).persist()
     try:
-        dim = len(vectors.first()[VECTOR_COL])
-        scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=SCALED_COL, withMean=True, withStd=True).fit(vectors)
-        scaled = scaler.transform(vectors).select(SCALED_COL).persist()
-        full = PCA(k=dim, inputCol=SCALED_COL, outputCol=PCA_COL).fit(scaled)
-        explained = [float(v) for v in full.explainedVariance]
-        chosen = k if k is not None else choose_k(explained, variance_target)
-        if not 1 <= chosen <= dim:
-            raise ValueError(f"k must be between 1 and {dim}, got {chosen}")
-        pca = PCA(k=chosen, inputCol=SCALED_COL, outputCol=PCA_COL).fit(scaled)
-        scaled.unpersist()
+        spectrum = explained_variance_spectrum(vectors)
+        chosen = k if k is not None else choose_k(spectrum, variance_target)
+        if not 1 <= chosen <= len(spectrum):
+            raise ValueError(f"k must be between 1 and {len(spectrum)}, got {chosen}")
+        scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=SCALED_COL, withMean=True, withStd=True)
+        pca = PCA(k=chosen, inputCol=SCALED_COL, outputCol=PCA_COL)
+        model = Pipeline(stages=[scaler, pca]).fit(vectors)
     finally:
         vectors.unpersist()
-    return PipelineModel(stages=[scaler, pca]), explained
+    return model, spectrum
 
 
 def pca_k(model: PipelineModel) -> int:
