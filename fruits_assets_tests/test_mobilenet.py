@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from fruits_assets.vision.mobilenet import build_mobilenet_v2, keras_weights_from_torch, mobilenet_v2_from_torch
+from fruits_assets.vision.mobilenet import (
+    NORMALIZE_LAYER,
+    build_mobilenet_v2,
+    keras_weights_from_torch,
+    mobilenet_v2_from_torch,
+)
 from fruits_assets.vision.weights import load_state_dict
 
 
@@ -21,15 +26,29 @@ def test_port_has_torchvisions_parameter_count(classifier):
     assert classifier.count_params() == 3_538_984  # torchvision: 3,504,872 trainable + BN running stats
 
 
+def _pixels(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(1, 224, 224, 3)).astype(np.float32)
+
+
+def test_model_applies_the_reference_normalization(classifier):
+    """Pixels in [0, 255] become (x / 255 - mean) / std per channel, as torchvision's transforms do."""
+    import keras
+
+    pixels = _pixels()
+    normalized = keras.Model(classifier.input, classifier.get_layer(NORMALIZE_LAYER).output)(pixels).numpy()
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(normalized, (pixels / 255.0 - mean) / std, atol=1e-5)
+
+
 def test_stem_pads_symmetrically_with_torch_batchnorm_epsilon(classifier, state_dict):
     """Conv 3x3 stride 2 padding 1, BatchNorm eps 1e-5, ReLU6, computed by hand in numpy."""
     import keras
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1, 224, 224, 3)).astype(np.float32)
+    pixels = _pixels()
     stem = keras.Model(classifier.input, classifier.get_layer("features_0_2").output)
-    got = stem(x).numpy()[0]
+    got = stem(pixels).numpy()[0]
 
+    x = (pixels / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     w = state_dict["features.0.0.weight"]  # (out, in, kh, kw)
     padded = np.pad(x[0], ((1, 1), (1, 1), (0, 0)))
     patches = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(0, 1))[::2, ::2]  # (112,112,3,3,3)

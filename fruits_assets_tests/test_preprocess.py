@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruits_assets.vision.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, decode_resized, normalize
+from fruits_assets.vision.preprocess import ImageDecodeError, decode_resized
 
 from .conftest import fruit_jpeg
 
@@ -23,15 +23,6 @@ def test_decode_converts_grayscale_and_alpha_to_rgb():
         buffer = io.BytesIO()
         Image.new(mode, (30, 50)).save(buffer, format="PNG")
         assert decode_resized(buffer.getvalue()).shape == (224, 224, 3)
-
-
-def test_normalize_uses_imagenet_statistics():
-    batch = np.zeros((2, 224, 224, 3), dtype=np.uint8)
-    batch[1] = 255
-    out = normalize(batch)
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out[0, 0, 0], -IMAGENET_MEAN / IMAGENET_STD, rtol=1e-6)
-    np.testing.assert_allclose(out[1, 5, 7], (1 - IMAGENET_MEAN) / IMAGENET_STD, rtol=1e-6)
 
 
 def test_undecodable_bytes_raise_a_decode_error():

@@ -13,14 +13,16 @@ from disk or network.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from fruits_assets.vision.mobilenet import FEATURE_DIM, INPUT_SIZE, mobilenet_v2_from_torch
+from fruits_assets.vision.mobilenet import FEATURE_DIM, INPUT_SIZE, PORT_REVISION, mobilenet_v2_from_torch
 from fruits_assets.vision.weights import WEIGHTS_SHA256, load_state_dict
 
 ENGINES = ("litert", "tensorflow")
@@ -28,7 +30,7 @@ DEFAULT_ENGINE = "litert"
 
 
 class FeatureEngine(Protocol):
-    """Maps a normalized NHWC float32 batch to its (n, 1280) float32 features."""
+    """Maps an NHWC uint8 batch of 224x224 RGB pixels to its (n, 1280) float32 features."""
 
     def features(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -67,7 +69,7 @@ class TensorFlowEngine:
     def features(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
             return np.empty((0, FEATURE_DIM), dtype=np.float32)
-        return self._call(batch).numpy()
+        return self._call(batch.astype(np.float32)).numpy()
 
 
 class LiteRTEngine:
@@ -88,7 +90,7 @@ class LiteRTEngine:
             self._batch = len(batch)
         if self._batch == 0:
             return np.empty((0, FEATURE_DIM), dtype=np.float32)
-        self._interpreter.set_tensor(self._input, np.ascontiguousarray(batch, dtype=np.float32))
+        self._interpreter.set_tensor(self._input, batch.astype(np.float32))
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output).copy()
 
@@ -114,9 +116,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "fruits_assets"
 
 
+def litert_cache_key() -> str:
+    """Names what the flatbuffer is made of: the weights, the port's revision, the converter's version."""
+    made_of = f"{WEIGHTS_SHA256}:{PORT_REVISION}:tensorflow=={metadata.version('tensorflow')}"
+    return hashlib.sha256(made_of.encode()).hexdigest()[:16]
+
+
 def litert_flatbuffer(cache_dir: Path | None = None) -> bytes:
     """The LiteRT model, converted from the Keras port at first use, cached by the weights' hash."""
-    path = (cache_dir or default_cache_dir()) / f"mobilenet_v2_features-{WEIGHTS_SHA256[:16]}.tflite"
+    path = (cache_dir or default_cache_dir()) / f"mobilenet_v2_features-{litert_cache_key()}.tflite"
     if path.is_file():
         return path.read_bytes()
     flatbuffer = convert_to_litert(mobilenet_v2_from_torch(load_state_dict()))

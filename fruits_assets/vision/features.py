@@ -8,7 +8,7 @@ import numpy as np
 
 from fruits_assets.vision.engines import FeatureEngine
 from fruits_assets.vision.mobilenet import FEATURE_DIM, INPUT_SIZE
-from fruits_assets.vision.preprocess import ImageDecodeError, decode_resized, normalize
+from fruits_assets.vision.preprocess import ImageDecodeError, decode_resized
 
 
 def featurize_images(
@@ -27,5 +27,5 @@ def featurize_images(
                 pixels[j] = decode_resized(contents[i])
             except ImageDecodeError as exc:
                 raise ImageDecodeError(f"cannot decode image {paths[i]}: {exc}") from exc
-        out[start:stop] = engine.features(normalize(pixels))
+        out[start:stop] = engine.features(pixels)
     return out

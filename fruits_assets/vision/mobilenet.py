@@ -4,6 +4,10 @@ Keras' stock MobileNetV2 pads stride-2 convolutions asymmetrically and uses a
 BatchNorm epsilon of 1e-3; torchvision pads one pixel on every side and uses
 1e-5. This port builds the torchvision graph layer for layer, names each Keras
 layer after its torch module, and loads the torch state dict into it.
+
+The model takes RGB pixel values in [0, 255] and applies the ImageNet
+normalization itself (`/255`, then mean and std per channel): the engine fuses
+it with the first convolution, far cheaper than doing it in numpy per image.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ from collections.abc import Mapping
 import numpy as np
 
 INPUT_SIZE = 224
+PORT_REVISION = "2"  # bump whenever the graph changes: it keys the cached LiteRT model
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
 BN_EPSILON = 1e-5
 FEATURES_LAYER = "features_pool"
+NORMALIZE_LAYER = "imagenet_normalize"
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 # (expansion t, output channels c, repeats n, first stride s), as in torchvision.
 INVERTED_RESIDUAL_SETTING = (
@@ -35,7 +43,7 @@ def _layer_name(torch_prefix: str) -> str:
 
 
 def build_mobilenet_v2(include_top: bool = True):
-    """The torchvision MobileNetV2 graph in Keras, NHWC input, untrained."""
+    """The torchvision MobileNetV2 graph in Keras, NHWC pixels in [0, 255], untrained."""
     import keras
     from keras import layers
 
@@ -51,8 +59,11 @@ def build_mobilenet_v2(include_top: bool = True):
             x = layers.ReLU(6.0, name=_layer_name(prefix + ".2"))(x)
         return x
 
-    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="image")
-    x = conv_bn(inputs, "features.0", 32, 3, 2, relu6=True)
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="pixels")
+    x = layers.Rescaling(
+        scale=1.0 / (255.0 * IMAGENET_STD), offset=-IMAGENET_MEAN / IMAGENET_STD, name=NORMALIZE_LAYER
+    )(inputs)
+    x = conv_bn(x, "features.0", 32, 3, 2, relu6=True)
     channels, index = 32, 1
     for t, c, n, s in INVERTED_RESIDUAL_SETTING:
         for i in range(n):
