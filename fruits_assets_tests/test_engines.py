@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fruits_assets.vision.engines import build_engine, check_engine, engine_payload, litert_flatbuffer
-from fruits_assets.vision.features import featurize_images
+from fruits_assets.vision.features import FeaturizeTimings, featurize_images
 from fruits_assets.vision.preprocess import ImageDecodeError
 
 from .conftest import fruit_jpeg
@@ -27,7 +27,9 @@ def test_engines_agree(engines):
 
 
 def test_batching_does_not_change_features(engines):
-    one = featurize_images(engines["litert"], IMAGES, PATHS, batch_size=1)
+    timings = FeaturizeTimings()
+    one = featurize_images(engines["litert"], IMAGES, PATHS, batch_size=1, timings=timings)
+    assert timings.images == 3 and timings.decode_seconds > 0 and timings.model_seconds > 0
     three = featurize_images(engines["litert"], IMAGES, PATHS, batch_size=3)
     np.testing.assert_allclose(one, three, atol=1e-5)
     assert featurize_images(engines["litert"], [], [], batch_size=4).shape == (0, 1280)

@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 
 from fruits_assets.resources.locations import DataLocations
 from fruits_assets.spark.files import path_exists
-from fruits_assets.spark.images import read_image_files, with_labels
-from fruits_assets.vision.paths import IMAGE_EXTENSIONS, IMAGE_NAME_PATTERN
+from fruits_assets.spark.images import is_image_path, read_image_files, with_labels
+from fruits_assets.vision.paths import IMAGE_EXTENSIONS
 
 SPARK_PARQUET = "spark_parquet_io_manager"
 
@@ -68,7 +68,7 @@ def labeled_images(context: AssetExecutionContext, raw_images: DataFrame, locati
 @asset_check(asset=raw_images, description="At least one image, and only image files.")
 def raw_images_are_images(raw_images: DataFrame) -> AssetCheckResult:
     images = raw_images.count()
-    strays = raw_images.filter(~F.lower("path").rlike(IMAGE_NAME_PATTERN)).count()
+    strays = raw_images.filter(~is_image_path("path")).count()
     return AssetCheckResult(passed=images > 0 and strays == 0, metadata={"images": images, "non_image_files": strays})
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pandas as pd
-from pyspark import Broadcast, TaskContext
+from pyspark import Accumulator, Broadcast, TaskContext
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType
 
 from fruits_assets.vision.engines import FeatureEngine, build_engine, check_engine, engine_payload
-from fruits_assets.vision.features import featurize_images
+from fruits_assets.vision.features import FeaturizeTimings, featurize_images
 
 # Per Python worker: the engine built from the current broadcast. Spark reuses
 # workers across tasks, so the model is built once per worker, not per task.
@@ -33,19 +34,46 @@ def worker_engine(token: str, payload: Broadcast, engine: str) -> FeatureEngine:
     return _WORKER_ENGINE[token]
 
 
-def features_column(spark: SparkSession, engine: str, batch_size: int) -> Callable[..., Column]:
-    """A pandas UDF `(content, path) -> array<float>[1280]` for the given engine.
+@dataclass(frozen=True)
+class FeaturizeCounters:
+    """Spark accumulators summing the workers' `FeaturizeTimings` (read on the driver after an action)."""
+
+    images: Accumulator
+    decode_seconds: Accumulator
+    model_seconds: Accumulator
+
+    def add(self, timings: FeaturizeTimings) -> None:
+        self.images.add(timings.images)
+        self.decode_seconds.add(timings.decode_seconds)
+        self.model_seconds.add(timings.model_seconds)
+
+    def values(self) -> dict[str, float]:
+        return {
+            "images": self.images.value,
+            "decode_seconds": self.decode_seconds.value,
+            "model_seconds": self.model_seconds.value,
+        }
+
+
+def features_column(
+    spark: SparkSession, engine: str, batch_size: int
+) -> tuple[Callable[..., Column], FeaturizeCounters]:
+    """A pandas UDF `(content, path) -> array<float>[1280]` for the given engine, and its counters.
 
     The driver prepares the engine's payload once and broadcasts it; workers
     build the engine from the broadcast and never read weights elsewhere.
     """
-    payload = spark.sparkContext.broadcast(engine_payload(check_engine(engine)))
+    sc = spark.sparkContext
+    payload = sc.broadcast(engine_payload(check_engine(engine)))
     token = f"{engine}-{uuid.uuid4().hex}"
+    counters = FeaturizeCounters(sc.accumulator(0), sc.accumulator(0.0), sc.accumulator(0.0))
 
     def features(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
         model = worker_engine(token, payload, engine)
         for contents, paths in batches:
-            matrix = featurize_images(model, contents.to_numpy(), paths.to_numpy(), batch_size)
+            timings = FeaturizeTimings()
+            matrix = featurize_images(model, contents.to_numpy(), paths.to_numpy(), batch_size, timings)
+            counters.add(timings)
             yield pd.Series(list(matrix))
 
-    return F.pandas_udf(features, ArrayType(FloatType(), containsNull=False))
+    return F.pandas_udf(features, ArrayType(FloatType(), containsNull=False)), counters

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import reduce
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
@@ -27,6 +28,12 @@ def read_image_files(spark: SparkSession, root: str) -> DataFrame:
         .option("pathGlobFilter", IMAGE_GLOB)
         .load(root)
     )
+
+
+def is_image_path(path: str) -> Column:
+    """Whether the path column ends with an image extension, in any case."""
+    lowered = F.lower(F.col(path))
+    return reduce(lambda a, b: a | b, [lowered.endswith(e) for e in IMAGE_EXTENSIONS])
 
 
 _LABELS = StructType([StructField("label", StringType()), StructField("split", StringType())])

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-IMAGE_NAME_PATTERN = r"\.(" + "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")$"
-"""A regular expression matching lower-cased image file names."""
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 

@@ -1,0 +1,277 @@
+"""Side-by-side speed of the seed notebook's pipeline, the bare engine, and the full asset graph.
+
+One run, one machine, the same images: ratios between the three are the figures
+that count (absolute timings drift between machines and runs).
+
+    python bench/bench.py [--images DIR] [--seed-baseline PATH] [--skip-seed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (the JVM and Python workers included)."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue
+    return total
+
+
+def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Run `cmd`, sampling the process tree's RSS; returns seconds, peak bytes, stdout."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{out[-4000:]}")
+    return seconds, peak[0], out
+
+
+def count_images(root: Path) -> int:
+    return sum(1 for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def seed_baseline(images: Path, script: Path, work: Path) -> dict:
+    """The notebook's pipeline as written, with one setting: a fresh Python worker per task.
+
+    With TensorFlow 2.21 one eager MobileNetV2 call on a batch of ~86 images
+    holds ~8.6 GB in a worker, and each task builds one more model in the same
+    worker: two reused workers exhaust 24 GB and the run dies. Fresh workers keep
+    it alive at the cost of importing TensorFlow once per task (counted in its time).
+    """
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_SUBMIT_ARGS": "--conf spark.python.worker.reuse=false pyspark-shell",
+    }
+    seconds, peak, out = timed_run([sys.executable, str(script), str(images), str(work / "seed_out")], env)
+    line = next(line for line in out.splitlines() if line.startswith("SEED_BASELINE"))
+    n = int(line.split("images=")[1].split()[0])
+    return {"images": n, "seconds": seconds, "img_per_s": n / seconds, "peak_rss_gb": peak / 1e9}
+
+
+def _engine_worker(args) -> float:
+    engine, batch_size, batches = args
+    import numpy as np
+
+    from fruits_assets.vision.engines import build_engine, engine_payload
+
+    model = build_engine(engine, engine_payload(engine), threads=1)
+    pixels = np.random.default_rng(0).integers(0, 256, (batch_size, 224, 224, 3), dtype=np.uint8)
+    model.features(pixels)  # warm-up: allocation, XNNPACK packing
+    start = time.perf_counter()
+    for _ in range(batches):
+        model.features(pixels)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def bare_engine(engine: str, batch_size: int, workers: int, images: int) -> dict:
+    """The model alone, as the pipeline runs it: `workers` processes of one thread, same batch."""
+    batches = max(4, images // (workers * batch_size))
+    with mp.get_context("spawn").Pool(workers) as pool:
+        rates = pool.map(_engine_worker, [(engine, batch_size, batches)] * workers)
+    return {"engine": engine, "batch_size": batch_size, "workers": workers, "img_per_s": sum(rates)}
+
+
+def _decode_worker(paths: list[str]) -> tuple[int, float]:
+    from fruits_assets.vision.preprocess import decode_resized
+
+    contents = [Path(p).read_bytes() for p in paths]
+    start = time.perf_counter()
+    for c in contents:
+        decode_resized(c)
+    return len(contents), time.perf_counter() - start
+
+
+def decode_rate(images: Path, workers: int) -> float:
+    paths = sorted(str(p) for p in images.rglob("*.jpg"))
+    chunks = [paths[i::workers] for i in range(workers)]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        results = pool.map(_decode_worker, chunks)
+    return sum(n / s for n, s in results)
+
+
+def full_materialization(images: Path, work: Path, runs_config: dict | None = None) -> dict:
+    from dagster import DagsterEventType, DagsterInstance
+
+    home, storage = work / "dagster_home", work / "storage"
+    home.mkdir(parents=True)
+    env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
+    cmd = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "fruits_assets"]
+    cmd += ["--select", "*"]
+    if runs_config:
+        cmd += ["--config-json", json.dumps(runs_config)]
+    seconds, peak, _ = timed_run(cmd, env)
+    instance = DagsterInstance.from_config(str(home))
+    [run] = instance.get_runs()
+    starts, steps = {}, {}
+    for record in instance.all_logs(run.run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            starts[event.step_key] = record.timestamp
+        elif event.event_type == DagsterEventType.STEP_SUCCESS:
+            steps[event.step_key] = record.timestamp - starts[event.step_key]
+    observed = {}
+    for record in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_OBSERVATION):
+        for key, value in record.dagster_event.event_specific_data.asset_observation.metadata.items():
+            observed[key] = value.value
+    n = count_images(images)
+    return {
+        "images": n,
+        "seconds": seconds,
+        "img_per_s": n / seconds,
+        "peak_rss_gb": peak / 1e9,
+        "steps": steps,
+        "featurization": observed,
+    }
+
+
+def stage_shares(full: dict) -> dict[str, float]:
+    """Seconds per stage of the full run; featurization split by the worker-side timers."""
+    steps, f = full["steps"], full["featurization"]
+    checks = sum(v for k, v in steps.items() if k not in ASSET_STEPS)
+    feat = steps["mobilenet_features"]
+    worker = f.get("decode_seconds", 0.0) + f.get("model_seconds", 0.0)
+    decode = feat * f.get("decode_seconds", 0.0) / worker if worker else 0.0
+    model = feat * f.get("model_seconds", 0.0) / worker if worker else 0.0
+    stages = {
+        "listing and reading images (raw_images)": steps["raw_images"],
+        "labels (labeled_images)": steps["labeled_images"],
+        "decode and resize": decode,
+        "model": model,
+        "rest of featurization (transfer, writes)": feat - decode - model,
+        "PCA fit (pca_model)": steps["pca_model"],
+        "writes of CSV and Parquet (pca_features_csv)": steps["pca_features_csv"],
+        "asset checks": checks,
+    }
+    stages["start-up and orchestration"] = full["seconds"] - sum(stages.values())
+    return stages
+
+
+ASSET_STEPS = ("raw_images", "labeled_images", "mobilenet_features", "pca_model", "pca_features_csv")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=SHARED / "fruits-360" / "Test")
+    parser.add_argument(
+        "--large-images",
+        type=Path,
+        default=SHARED / "fruits-360",
+        help="a larger tree, for the memory comparison (Training + Test)",
+    )
+    parser.add_argument("--seed-baseline", type=Path, default=SHARED / "bench" / "seed_baseline.py")
+    parser.add_argument("--skip-seed", action="store_true", help="leave the seed baseline out (it takes minutes)")
+    parser.add_argument("--engine", default="litert")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args()
+
+    workers = os.cpu_count() or 1
+    results: dict = {"machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        results["full"] = full_materialization(images=args.images.resolve(), work=work / "full")
+        results["bare_engine"] = bare_engine(args.engine, args.batch_size, workers, results["full"]["images"])
+        results["decode_img_per_s"] = decode_rate(args.images, workers)
+        results["full_large"] = full_materialization(images=args.large_images.resolve(), work=work / "large")
+        if not args.skip_seed:
+            results["seed"] = seed_baseline(args.images, args.seed_baseline, work)
+    report(results)
+    args.out.write_text(json.dumps(results, indent=2, default=float))
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    mem = (
+        next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+        / 2**20
+    )
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB"
+
+
+def report(r: dict) -> None:
+    full, bare = r["full"], r["bare_engine"]
+    print(f"machine: {r['machine']}")
+    rows = []
+    if "seed" in r:
+        s = r["seed"]
+        rows.append(("seed baseline (notebook)", s["images"], s["seconds"], s["img_per_s"], s["peak_rss_gb"]))
+    rows.append(
+        ("full materialization, every asset", full["images"], full["seconds"], full["img_per_s"], full["peak_rss_gb"])
+    )
+    large = r["full_large"]
+    rows.append(
+        ("  same, Training + Test", large["images"], large["seconds"], large["img_per_s"], large["peak_rss_gb"])
+    )
+    print(f"{'run':40} {'images':>7} {'seconds':>8} {'img/s':>8} {'peak RSS GB':>12}")
+    for name, n, sec, rate, rss in rows:
+        print(f"{name:40} {n:7d} {sec:8.1f} {rate:8.1f} {rss:12.2f}")
+    feat = full["featurization"]
+    feat_rate = feat.get("images", 0) / feat["featurize_seconds"] if feat.get("featurize_seconds") else 0.0
+    print(
+        f"bare engine ({bare['engine']}, batch {bare['batch_size']}, {bare['workers']} x 1 thread): "
+        f"{bare['img_per_s']:.1f} img/s; decode and resize alone: {r['decode_img_per_s']:.1f} img/s"
+    )
+    print(f"featurization stage: {feat_rate:.1f} img/s")
+    print("stages of the full materialization:")
+    stages = stage_shares(full)
+    for name, sec in stages.items():
+        print(f"  {name:48} {sec:6.1f} s {100 * sec / full['seconds']:5.1f} %")
+    print("ratios:")
+    if "seed" in r:
+        print(f"  full materialization / seed baseline (img/s): {full['img_per_s'] / r['seed']['img_per_s']:.1f}x")
+    print(f"  featurization stage / bare engine (img/s):    {feat_rate / bare['img_per_s']:.2f}")
+    print(f"  peak RSS, Training + Test / Test:             {large['peak_rss_gb'] / full['peak_rss_gb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
