@@ -35,7 +35,7 @@ test:  ## lint, then every test
 
 lint:
 	$(BIN)/ruff check fruits_assets fruits_assets_tests bench
-	$(BIN)/ruff format --check fruits_assets fruits_assets_tests
+	$(BIN)/ruff format --check fruits_assets fruits_assets_tests bench
 
 bench:  ## seed notebook vs bare engine vs full materialization, one run, same images
 	$(BIN)/python bench/bench.py
