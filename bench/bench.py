@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+from fruits_assets.assets.features import FeaturizationConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
@@ -163,20 +165,21 @@ def full_materialization(images: Path, work: Path, runs_config: dict | None = No
     }
 
 
-def stage_shares(full: dict) -> dict[str, float]:
-    """Seconds per stage of the full run; featurization split by the worker-side timers."""
+def stage_shares(full: dict, workers: int) -> dict[str, float]:
+    """Wall-clock seconds per stage of the full run.
+
+    Decode and model times are summed over the Python workers running side by
+    side, so their wall-clock share is that sum divided by the number of workers.
+    """
     steps, f = full["steps"], full["featurization"]
     checks = sum(v for k, v in steps.items() if k not in ASSET_STEPS)
-    feat = steps["mobilenet_features"]
-    worker = f.get("decode_seconds", 0.0) + f.get("model_seconds", 0.0)
-    decode = feat * f.get("decode_seconds", 0.0) / worker if worker else 0.0
-    model = feat * f.get("model_seconds", 0.0) / worker if worker else 0.0
+    decode, model = f["decode_seconds"] / workers, f["model_seconds"] / workers
     stages = {
         "listing and reading images (raw_images)": steps["raw_images"],
         "labels (labeled_images)": steps["labeled_images"],
         "decode and resize": decode,
         "model": model,
-        "rest of featurization (transfer, writes)": feat - decode - model,
+        "rest of featurization (Arrow transfer, Parquet write)": steps["mobilenet_features"] - decode - model,
         "PCA fit (pca_model)": steps["pca_model"],
         "writes of CSV and Parquet (pca_features_csv)": steps["pca_features_csv"],
         "asset checks": checks,
@@ -200,7 +203,7 @@ def main() -> None:
     parser.add_argument("--seed-baseline", type=Path, default=SHARED / "bench" / "seed_baseline.py")
     parser.add_argument("--skip-seed", action="store_true", help="leave the seed baseline out (it takes minutes)")
     parser.add_argument("--engine", default="litert")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=FeaturizationConfig().batch_size)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
 
@@ -263,7 +266,7 @@ def report(r: dict) -> None:
     )
     print(f"featurization stage: {feat_rate:.1f} img/s")
     print("stages of the full materialization:")
-    stages = stage_shares(full)
+    stages = stage_shares(full, r["bare_engine"]["workers"])
     for name, sec in stages.items():
         print(f"  {name:48} {sec:6.1f} s {100 * sec / full['seconds']:5.1f} %")
     print("ratios:")

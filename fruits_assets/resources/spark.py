@@ -8,8 +8,13 @@ from dagster_pyspark import LazyPySparkResource
 DEFAULT_ARROW_BATCH = 512
 
 
-def local_spark_config(master: str = "local[*]", driver_memory: str = "4g") -> dict[str, str]:
-    """A local session bound to loopback, whose Python workers run this interpreter."""
+def local_spark_config(master: str = "local[*]", driver_memory: str = "1g") -> dict[str, str]:
+    """A local session bound to loopback, whose Python workers run this interpreter.
+
+    Every stage streams partition by partition, so a small heap suffices; a large
+    one only lets the JVM grow with the data set before it collects (measured:
+    peak RSS 2.7 GB for 1,714 images and 5.4 GB for 6,821 with 4 GB, 2.2 and 2.5 GB with 1 GB).
+    """
     return {
         "spark.master": master,
         "spark.app.name": "fruits_assets",
