@@ -47,6 +47,29 @@ def test_checks_pass_and_a_hand_picked_k_only_warns(run):
     assert variance.severity == AssetCheckSeverity.WARN
 
 
+def test_ui_metadata_has_plots_previews_and_throughput(run):
+    _, storage, result = run
+    materializations = {
+        event.asset_key.to_user_string(): event.event_specific_data.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    assert materializations["pca_model"]["explained_variance_plot"].value.startswith(
+        "![explained variance](data:image/png;base64,"
+    )
+    assert materializations["pca_features_csv"]["pc_scatter"].value.startswith(
+        "![first two principal components](data:"
+    )
+    assert "| path" in materializations["labeled_images"]["preview"].value
+    assert "array[1280]" in materializations["mobilenet_features"]["preview"].value
+    assert materializations["mobilenet_features"]["path"].value == f"{storage}/mobilenet_features"
+    [observation] = [
+        event.event_specific_data.asset_observation
+        for event in result.all_events
+        if event.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert observation.metadata["images"].value == 14 and observation.metadata["images_per_second"].value > 0
+
+
 def test_labels_and_splits_come_from_folders(run):
     _, storage, _ = run
     labeled = pq.read_table(storage / "labeled_images").to_pandas()

@@ -22,9 +22,11 @@ from pyspark.sql import functions as F
 from fruits_assets.assets.images import SPARK_PARQUET
 from fruits_assets.resources.spark import DEFAULT_ARROW_BATCH
 from fruits_assets.spark.featurize import features_column
+from fruits_assets.spark.progress import job_description, progress_lines
 from fruits_assets.vision.engines import DEFAULT_ENGINE, ENGINES
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 
+PROGRESS_EVERY_SECONDS = 10.0
 IMAGES_PER_TASK = 256  # small tasks: even load on every core, and progress as they finish
 
 
@@ -59,10 +61,14 @@ def mobilenet_features(
     to_featurize = raw_images.select("path", "content").join(F.broadcast(labels), "path").repartition(tasks)
     features, counters = features_column(spark, config.engine, config.batch_size)
     began = time.perf_counter()
-    yield Output(
-        to_featurize.select("path", "label", "split", features("content", "path").alias("features")),
-        metadata={"engine": config.engine, "batch_size": config.batch_size, "spark_tasks": tasks},
-    )
+    with (
+        job_description(spark, f"mobilenet_features: featurize {images} images ({config.engine})"),
+        progress_lines(lambda: counters.images.value, images, context.log.info, PROGRESS_EVERY_SECONDS),
+    ):
+        yield Output(
+            to_featurize.select("path", "label", "split", features("content", "path").alias("features")),
+            metadata={"engine": config.engine, "batch_size": config.batch_size, "spark_tasks": tasks},
+        )
     seconds = time.perf_counter() - began
     timings = counters.values()
     yield AssetObservation(

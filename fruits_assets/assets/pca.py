@@ -11,6 +11,7 @@ from dagster import (
     AssetKey,
     Config,
     MaterializeResult,
+    MetadataValue,
     asset,
     asset_check,
 )
@@ -18,15 +19,20 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
+from fruits_assets.plots import explained_variance_png, markdown_image, pc_scatter_png
 from fruits_assets.resources.locations import DataLocations
 from fruits_assets.spark.files import write_single_csv
 from fruits_assets.spark.pca import explained_variance, fit_pca, pca_k, project
+from fruits_assets.spark.preview import preview_markdown
+from fruits_assets.spark.progress import job_description
 
 SPARK_ML = "spark_ml_io_manager"
 CSV_NAME, PARQUET_NAME = "pca_features.csv", "pca_features"
 ID_COLUMNS = ["path", "label", "split"]
 PCA_MODEL_KEY = AssetKey("pca_model")
+SCATTER_POINTS = 5000  # a sample is enough to see the clusters, whatever the number of images
 
 
 class PCAConfig(Config):
@@ -37,12 +43,17 @@ class PCAConfig(Config):
 
 
 @asset(io_manager_key=SPARK_ML, group_name="reduction", kinds={"spark"})
-def pca_model(context: AssetExecutionContext, config: PCAConfig, mobilenet_features: DataFrame) -> PipelineModel:
+def pca_model(
+    context: AssetExecutionContext, config: PCAConfig, pyspark: LazyPySparkResource, mobilenet_features: DataFrame
+) -> PipelineModel:
     """A Spark ML PipelineModel: StandardScaler (mean and std) then PCA, fitted on all features."""
-    model, explained_all = fit_pca(mobilenet_features, config.k, config.variance_target)
+    with job_description(pyspark.spark_session, "pca_model: fit StandardScaler and PCA"):
+        model, explained_all = fit_pca(mobilenet_features, config.k, config.variance_target)
     explained = explained_variance(model)
+    plot = explained_variance_png(explained_all, pca_k(model), None if config.k else config.variance_target)
     context.add_output_metadata(
         {
+            "explained_variance_plot": MetadataValue.md(markdown_image(plot, "explained variance")),
             "k": pca_k(model),
             "variance_target": config.variance_target,
             "k_configured": config.k is not None,
@@ -62,11 +73,24 @@ def pca_features_csv(
     """`pca_features.csv` (header `path,label,split,pc_1,…,pc_k`) and the same rows as Parquet."""
     spark = pyspark.spark_session
     parquet_path, csv_path = locations.path_of(PARQUET_NAME), locations.path_of(CSV_NAME)
-    project(pca_model, mobilenet_features).write.mode("overwrite").parquet(parquet_path)
-    stored = spark.read.parquet(parquet_path).orderBy("path")
-    write_single_csv(spark, stored, csv_path)
+    with job_description(spark, "pca_features_csv: project and write CSV and Parquet"):
+        project(pca_model, mobilenet_features).write.mode("overwrite").parquet(parquet_path)
+        stored = spark.read.parquet(parquet_path).orderBy("path")
+        write_single_csv(spark, stored, csv_path)
+        rows = stored.count()
+        sample = stored.sample(fraction=min(1.0, SCATTER_POINTS / max(rows, 1)), seed=0)
+        points = sample.select("label", "pc_1", F.col("pc_2") if pca_k(pca_model) > 1 else F.lit(0.0).alias("pc_2"))
+        points = points.toPandas()
+    scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
     return MaterializeResult(
-        metadata={"csv_path": csv_path, "parquet_path": parquet_path, "rows": stored.count(), "k": pca_k(pca_model)}
+        metadata={
+            "pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components")),
+            "csv_path": csv_path,
+            "parquet_path": parquet_path,
+            "rows": rows,
+            "k": pca_k(pca_model),
+            "preview": MetadataValue.md(preview_markdown(stored.select(*ID_COLUMNS, "pc_1"))),
+        }
     )
 
 

@@ -1,11 +1,13 @@
 """IO managers that keep Spark outputs as Spark-native datasets under the storage root."""
 
-from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
 from dagster_pyspark import LazyPySparkResource
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
 from fruits_assets.resources.locations import DataLocations
+from fruits_assets.spark.preview import preview_markdown
+from fruits_assets.spark.progress import job_description
 
 
 def _asset_name(context: OutputContext | InputContext) -> str:
@@ -23,13 +25,19 @@ class SparkParquetIOManager(ConfigurableIOManager):
     pyspark: ResourceDependency[LazyPySparkResource]
 
     def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
-        path = self.locations.path_of(_asset_name(context))
-        obj.write.mode("overwrite").parquet(path)
-        rows = self.pyspark.spark_session.read.parquet(path).count()
-        context.add_output_metadata({"path": path, "rows": rows})
+        spark, name = self.pyspark.spark_session, _asset_name(context)
+        path = self.locations.path_of(name)
+        with job_description(spark, f"{name}: write Parquet"):
+            obj.write.mode("overwrite").parquet(path)
+            stored = spark.read.parquet(path)
+            context.add_output_metadata(
+                {"path": path, "rows": stored.count(), "preview": MetadataValue.md(preview_markdown(stored))}
+            )
 
     def load_input(self, context: InputContext) -> DataFrame:
-        return self.pyspark.spark_session.read.parquet(self.locations.path_of(_asset_name(context)))
+        spark, name = self.pyspark.spark_session, _asset_name(context)
+        spark.sparkContext.setJobDescription(f"{context.op_def.name}: reads {name}")
+        return spark.read.parquet(self.locations.path_of(name))
 
 
 class SparkMLModelIOManager(ConfigurableIOManager):
@@ -39,8 +47,10 @@ class SparkMLModelIOManager(ConfigurableIOManager):
     pyspark: ResourceDependency[LazyPySparkResource]
 
     def handle_output(self, context: OutputContext, obj: PipelineModel) -> None:
-        path = self.locations.path_of(_asset_name(context))
-        obj.write().overwrite().save(path)
+        name = _asset_name(context)
+        path = self.locations.path_of(name)
+        with job_description(self.pyspark.spark_session, f"{name}: write model"):
+            obj.write().overwrite().save(path)
         context.add_output_metadata({"path": path})
 
     def load_input(self, context: InputContext) -> PipelineModel:

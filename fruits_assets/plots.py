@@ -1,0 +1,55 @@
+"""Plots for the Dagster UI: matplotlib rendered to PNG, embedded in markdown metadata."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to memory only
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def explained_variance_png(explained: Sequence[float], k: int, target: float | None) -> bytes:
+    """Explained variance per component (bars) and cumulative (line), the chosen k marked."""
+    shown = min(len(explained), max(2 * k, 20))
+    ratios = np.asarray(explained[:shown], dtype=float)
+    components = np.arange(1, shown + 1)
+    figure, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(components, ratios, color="#9ecae1", label="per component")
+    ax.plot(components, np.cumsum(ratios), color="#08519c", label="cumulative")
+    ax.axvline(k, color="#d62728", linestyle="--", label=f"k = {k}")
+    if target is not None:
+        ax.axhline(target, color="#7f7f7f", linestyle=":", label=f"target {target:.0%}")
+    ax.set(xlabel="principal component", ylabel="explained variance ratio", ylim=(0, 1.02))
+    ax.set_title("PCA explained variance")
+    ax.legend(loc="center right")
+    return _png(figure)
+
+
+def pc_scatter_png(pc1: Sequence[float], pc2: Sequence[float], labels: Sequence[str]) -> bytes:
+    """The first two principal components, one colour per label."""
+    labels = np.asarray(labels, dtype=object)
+    figure, ax = plt.subplots(figsize=(7, 5))
+    colours = plt.get_cmap("tab20")
+    for i, label in enumerate(sorted(set(labels))):
+        mask = labels == label
+        ax.scatter(np.asarray(pc1)[mask], np.asarray(pc2)[mask], s=8, color=colours(i % 20), label=label)
+    ax.set(xlabel="pc_1", ylabel="pc_2", title="Images on the first two principal components")
+    ax.legend(fontsize="small", markerscale=2, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _png(figure)
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    """Markdown that shows a PNG inline (Dagster renders data URIs in markdown metadata)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

@@ -1,0 +1,43 @@
+"""What a long Spark action is doing: readable job descriptions and periodic progress lines."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pyspark.sql import SparkSession
+
+
+@contextmanager
+def job_description(spark: SparkSession, description: str) -> Iterator[None]:
+    """Name the Spark jobs started inside the block, so the Spark UI says which asset runs them."""
+    sc = spark.sparkContext
+    previous = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(description)
+    try:
+        yield
+    finally:
+        sc.setJobDescription(previous)
+
+
+@contextmanager
+def progress_lines(done: Callable[[], int], total: int, log: Callable[[str], None], every: float) -> Iterator[None]:
+    """Log `done()` out of `total` images and the rate so far every `every` seconds until the block ends."""
+    stop = threading.Event()
+    began = time.perf_counter()
+
+    def report() -> None:
+        while not stop.wait(every):
+            count, seconds = done(), time.perf_counter() - began
+            share = 100 * count / max(total, 1)
+            log(f"featurized {count}/{total} images ({share:.0f}%), {count / seconds:.1f} images/s")
+
+    reporter = threading.Thread(target=report, name="featurization-progress", daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reporter.join()
