@@ -22,7 +22,13 @@ from typing import Protocol
 
 import numpy as np
 
-from fruits_assets.vision.mobilenet import FEATURE_DIM, INPUT_SIZE, PORT_REVISION, mobilenet_v2_from_torch
+from fruits_assets.vision.mobilenet import (
+    FEATURE_DIM,
+    INPUT_SIZE,
+    PORT_REVISION,
+    build_mobilenet_v2,
+    mobilenet_v2_from_torch,
+)
 from fruits_assets.vision.weights import WEIGHTS_SHA256, load_state_dict
 
 ENGINES = ("litert", "tensorflow")
@@ -57,8 +63,6 @@ class TensorFlowEngine:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:
             pass  # TensorFlow already initialized in this process: its threads are set.
-        from fruits_assets.vision.mobilenet import build_mobilenet_v2
-
         model = build_mobilenet_v2(include_top=False)
         model.set_weights(weights)
         self._call = tf.function(
