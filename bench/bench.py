@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from fruits_assets.assets.features import FeaturizationConfig
+from fruits_assets.vision.paths import IMAGE_EXTENSIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -63,8 +64,9 @@ def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     return seconds, peak[0], out
 
 
-def count_images(root: Path) -> int:
-    return sum(1 for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+def image_files(root: Path) -> list[Path]:
+    """The files the pipeline reads: image extensions in any case, recursively."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def seed_baseline(images: Path, script: Path, work: Path) -> dict:
@@ -121,23 +123,21 @@ def _decode_worker(paths: list[str]) -> tuple[int, float]:
 
 
 def decode_rate(images: Path, workers: int) -> float:
-    paths = sorted(str(p) for p in images.rglob("*.jpg"))
+    paths = [str(p) for p in image_files(images)]
     chunks = [paths[i::workers] for i in range(workers)]
     with mp.get_context("spawn").Pool(workers) as pool:
         results = pool.map(_decode_worker, chunks)
     return sum(n / s for n, s in results)
 
 
-def full_materialization(images: Path, work: Path, runs_config: dict | None = None) -> dict:
+def full_materialization(images: Path, work: Path) -> dict:
     from dagster import DagsterEventType, DagsterInstance
 
     home, storage = work / "dagster_home", work / "storage"
     home.mkdir(parents=True)
     env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
-    cmd = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "fruits_assets"]
-    cmd += ["--select", "*"]
-    if runs_config:
-        cmd += ["--config-json", json.dumps(runs_config)]
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    cmd = [dagster, "asset", "materialize", "-m", "fruits_assets", "--select", "*"]
     seconds, peak, _ = timed_run(cmd, env)
     instance = DagsterInstance.from_config(str(home))
     [run] = instance.get_runs()
@@ -154,7 +154,7 @@ def full_materialization(images: Path, work: Path, runs_config: dict | None = No
     for record in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_OBSERVATION):
         for key, value in record.dagster_event.event_specific_data.asset_observation.metadata.items():
             observed[key] = value.value
-    n = count_images(images)
+    n = len(image_files(images))
     return {
         "images": n,
         "seconds": seconds,

@@ -50,7 +50,7 @@ def pca_model(
     with job_description(pyspark.spark_session, "pca_model: fit StandardScaler and PCA"):
         model, explained_all = fit_pca(mobilenet_features, config.k, config.variance_target)
     explained = explained_variance(model)
-    plot = explained_variance_png(explained_all, pca_k(model), None if config.k else config.variance_target)
+    plot = explained_variance_png(explained_all, pca_k(model), config.variance_target if config.k is None else None)
     context.add_output_metadata(
         {
             "explained_variance_plot": MetadataValue.md(markdown_image(plot, "explained variance")),
