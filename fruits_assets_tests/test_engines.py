@@ -5,7 +5,7 @@ import pytest
 
 from fruits_assets.vision.engines import build_engine, check_engine, engine_payload, litert_flatbuffer
 from fruits_assets.vision.features import FeaturizeTimings, featurize_images
-from fruits_assets.vision.preprocess import ImageDecodeError
+from fruits_assets.vision.preprocess import ImageRejected
 
 from .conftest import fruit_jpeg
 
@@ -36,7 +36,7 @@ def test_batching_does_not_change_features(engines):
 
 
 def test_undecodable_image_error_names_its_path(engines):
-    with pytest.raises(ImageDecodeError, match="b/broken.jpg"):
+    with pytest.raises(ImageRejected, match="b/broken.jpg"):
         featurize_images(engines["litert"], [IMAGES[0], b"\xff\xd8 junk"], ["a/ok.jpg", "b/broken.jpg"], 8)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from fruits_assets.vision.engines import FeatureEngine
 from fruits_assets.vision.mobilenet import FEATURE_DIM, INPUT_SIZE
-from fruits_assets.vision.preprocess import ImageDecodeError, decode_resized
+from fruits_assets.vision.preprocess import ImageRejected, decode_resized
 
 
 @dataclass
@@ -29,7 +29,7 @@ def featurize_images(
     batch_size: int,
     timings: FeaturizeTimings | None = None,
 ) -> np.ndarray:
-    """Features of each image, (n, 1280) float32; an undecodable image is an error naming its path."""
+    """Features of each image, (n, 1280) float32; an image that does not decode is an error naming its path."""
     timings = timings if timings is not None else FeaturizeTimings()
     out = np.empty((len(contents), FEATURE_DIM), dtype=np.float32)
     for start in range(0, len(contents), batch_size):
@@ -38,9 +38,10 @@ def featurize_images(
         pixels = np.empty((stop - start, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
         for j, i in enumerate(range(start, stop)):
             try:
-                pixels[j] = decode_resized(contents[i])
-            except ImageDecodeError as exc:
-                raise ImageDecodeError(f"cannot decode image {paths[i]}: {exc}") from exc
+                # Images were screened (pixel limit included) before they reach featurization.
+                pixels[j] = decode_resized(contents[i], max_pixels=None)
+            except ImageRejected as exc:
+                raise ImageRejected(exc.reason, f"cannot decode image {paths[i]}: {exc.message}") from exc
         decoded = time.perf_counter()
         out[start:stop] = engine.features(pixels)
         timings.decode_seconds += decoded - began

@@ -1,29 +1,117 @@
-"""Image bytes to the pixels torchvision's MobileNetV2 expects.
+"""Image bytes to the pixels torchvision's MobileNetV2 expects, or a reason why not.
 
-Exactly the reference's recipe: PIL decode, RGB, 224x224 bilinear. The model
-itself then scales to [0, 1] and applies ImageNet's mean and std.
-Channels stay last (NHWC) for Keras.
+The reference's recipe: PIL decode, RGB, 224x224 bilinear; the model itself then
+scales to [0, 1] and applies ImageNet's mean and std. Channels stay last (NHWC).
+
+Photos from the public come in every shape, so before that recipe:
+- the EXIF orientation is applied, so a phone's portrait photo is featurized upright,
+  as every viewer shows it (Fruits-360 images carry none: the reference is unchanged);
+- transparency is flattened onto white, the background of every Fruits-360 image;
+- 16-bit and 32-bit channels are scaled to 8 bits, CMYK, grayscale and palettes become RGB;
+- the format is read from the bytes, whatever the extension says.
+The image's size is read from its header and checked against a pixel limit
+before any pixel is decoded: decompression bombs never reach memory.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fruits_assets.vision.mobilenet import INPUT_SIZE
 
+# Formats phones and cameras produce (a multi-picture JPEG opens as JPEG). Anything else,
+# including formats Pillow would hand to external programs, is not an image here.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+DEFAULT_MAX_PIXELS = 50_000_000  # above a 48-megapixel phone photo, far below a bomb
 
-class ImageDecodeError(ValueError):
-    """The bytes are not an image PIL can decode."""
+EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED, CORRUPT = "empty", "not_an_image", "too_large", "truncated", "corrupt"
+REJECTION_REASONS = (EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED, CORRUPT)
+
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_WHITE = (255, 255, 255, 255)
 
 
-def decode_resized(content: bytes, size: int = INPUT_SIZE) -> np.ndarray:
-    """Decode image bytes to an RGB uint8 array of shape (size, size, 3)."""
+class ImageRejected(ValueError):
+    """The bytes are not a usable image; `reason` is one of `REJECTION_REASONS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.message = reason, message
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    message: str
+
+
+def _checked_open(content: bytes, max_pixels: int | None) -> Image.Image:
+    """Open (header only) and check the size before anything is decoded."""
+    if not content:
+        raise ImageRejected(EMPTY, "the file is empty")
     try:
-        with Image.open(io.BytesIO(content)) as image:
-            rgb = image.convert("RGB").resize((size, size), Image.BILINEAR)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(str(exc) or type(exc).__name__) from exc
-    return np.asarray(rgb, dtype=np.uint8)
+        image = Image.open(io.BytesIO(content), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError as exc:
+        raise ImageRejected(NOT_AN_IMAGE, f"not a {', '.join(ACCEPTED_FORMATS)} image") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(TOO_LARGE, str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - a header the parser chokes on means unusable bytes
+        raise ImageRejected(_reason_of(exc), f"{type(exc).__name__}: {exc}") from exc
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        image.close()
+        raise ImageRejected(TOO_LARGE, f"{width}x{height} pixels exceeds the limit of {max_pixels}")
+    return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Upright 8-bit RGB, transparency flattened onto white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT:
+        scaled = np.clip(np.asarray(image, dtype=np.float64) / 257.0, 0, 255)
+        image = Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.rint(np.clip(np.asarray(image), 0, 255)).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _reason_of(exc: Exception) -> str:
+    text = str(exc).lower()
+    return TRUNCATED if isinstance(exc, EOFError) or "truncated" in text else CORRUPT
+
+
+def decoded_rgb(content: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image as upright 8-bit RGB at its own size; `ImageRejected` with the reason if it cannot be.
+
+    Pillow's warnings (size, damaged EXIF) are silenced: the outcome is the rejection or the pixels.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _checked_open(content, max_pixels) as image:
+            try:
+                image.load()
+                return _to_rgb(image)
+            except Exception as exc:  # noqa: BLE001 - any failure inside a decoder means unusable bytes
+                raise ImageRejected(_reason_of(exc), f"{type(exc).__name__}: {exc}") from exc
+
+
+def decode_resized(content: bytes, size: int = INPUT_SIZE, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to an RGB uint8 array of shape (size, size, 3); `ImageRejected` if that fails."""
+    return np.asarray(decoded_rgb(content, max_pixels).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def rejection_of(content: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Rejection | None:
+    """Why these bytes cannot be featurized, or None when they can (fully decoded to know)."""
+    try:
+        decoded_rgb(content, max_pixels).close()
+    except ImageRejected as rejected:
+        return Rejection(rejected.reason, rejected.message)
+    return None
