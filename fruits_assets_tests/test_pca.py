@@ -42,3 +42,39 @@ def test_spectrum_matches_mllib_pca_and_numpy_with_constant_features(spark):
     np.testing.assert_allclose(spectrum, expected, atol=1e-9)
     np.testing.assert_allclose(spectrum, mllib, atol=1e-9)
     assert spectrum[-2:].max() < 1e-12  # the two constant features explain nothing
+
+
+def test_canonical_signs_make_each_largest_loading_positive():
+    from fruits_assets.spark.pca import canonical_signs
+
+    components = np.array([[0.1, -0.9, 0.0], [-0.8, 0.2, 0.0], [0.3, 0.1, 0.0]])
+    signs = canonical_signs(components)
+    assert signs.tolist() == [-1.0, -1.0, 1.0]  # an all-zero column keeps its sign
+    oriented = components * signs
+    assert (oriented[np.abs(oriented).argmax(axis=0), [0, 1, 2]] >= 0).all()
+    np.testing.assert_array_equal(canonical_signs(-components)[:2] * -1, signs[:2])
+
+
+def test_two_fits_in_different_row_orders_project_identically(spark, tmp_path):
+    """PCA's sign ambiguity is fixed: the same data gives the same components, and the model saves and loads."""
+    from pyspark.ml import PipelineModel
+
+    from fruits_assets.spark.pca import fit_pca, project
+
+    rng = np.random.default_rng(2)
+    data = (rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6))).astype(np.float32)
+    rows = [(f"p{i:02d}", "l", None, row.tolist()) for i, row in enumerate(data)]
+    schema = "path string, label string, split string, features array<float>"
+    forward = spark.createDataFrame(rows, schema).repartition(3)
+    backward = spark.createDataFrame(rows[::-1], schema).repartition(2)
+    model_a, _ = fit_pca(forward, 3, 0.9)
+    model_b, _ = fit_pca(backward, 3, 0.9)
+    pcs_a = model_a.stages[-1].pc.toArray()
+    np.testing.assert_allclose(pcs_a, model_b.stages[-1].pc.toArray(), atol=1e-9)
+    assert (pcs_a[np.abs(pcs_a).argmax(axis=0), range(3)] > 0).all()
+    model_a.write().save(str(tmp_path / "model"))
+    loaded = PipelineModel.load(str(tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.stages[-1].pc.toArray(), pcs_a)
+    a = project(loaded, forward).toPandas()
+    b = project(model_b, backward).toPandas()
+    np.testing.assert_allclose(a.filter(like="pc_").to_numpy(), b.filter(like="pc_").to_numpy(), atol=1e-9)

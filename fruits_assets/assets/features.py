@@ -16,14 +16,16 @@ from dagster import (
 )
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruits_assets.assets.images import SPARK_PARQUET
+from fruits_assets.resources.locations import DataLocations
 from fruits_assets.resources.spark import DEFAULT_ARROW_BATCH
-from fruits_assets.spark.featurize import features_column
+from fruits_assets.spark.featurize import FEATURE_COLUMNS, features_column, previous_features, split_by_known_hash
 from fruits_assets.spark.progress import job_description, progress_lines
-from fruits_assets.vision.engines import DEFAULT_ENGINE, ENGINES
+from fruits_assets.spark.reconcile import account_for
+from fruits_assets.vision.engines import DEFAULT_ENGINE, ENGINES, featurizer_id
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 
 PROGRESS_EVERY_SECONDS = 10.0
@@ -38,36 +40,64 @@ class FeaturizationConfig(Config):
     )
 
 
+FEATURES = "mobilenet_features"
+
+
+def _task_count(spark: SparkSession, images: int) -> int:
+    slots = spark.sparkContext.defaultParallelism
+    return slots * max(1, math.ceil(images / (slots * IMAGES_PER_TASK)))
+
+
 @asset(io_manager_key=SPARK_PARQUET, group_name="features", kinds={"spark", "tensorflow", "parquet"})
 def mobilenet_features(
     context: AssetExecutionContext,
     config: FeaturizationConfig,
     pyspark: LazyPySparkResource,
+    locations: DataLocations,
     raw_images: DataFrame,
     labeled_images: DataFrame,
 ) -> Iterator[Output[DataFrame] | AssetObservation]:
-    """`path, label, split, features`: the 1280-d MobileNetV2 (ImageNet) penultimate layer of each image.
+    """`path, label, split, content_hash, featurizer, features`: each labeled image's 1280-d MobileNetV2 features.
 
-    Features are computed by the IO manager's single write; nothing downstream
-    recomputes them, it reads the stored Parquet dataset. Once written, the
-    workers' timers are recorded as an observation: throughput and where time went.
+    Incremental: an image whose bytes (SHA-256) the previous materialization
+    already featurized with the same featurizer keeps those features, so only new
+    or changed images reach the model; a renamed file is not recomputed. Features
+    are computed by the IO manager's single write; once written, the workers'
+    timers are recorded as an observation: throughput and where time went.
     """
     spark = pyspark.spark_session
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_size))
-    images = labeled_images.count()
-    slots = spark.sparkContext.defaultParallelism
-    tasks = slots * max(1, math.ceil(images / (slots * IMAGES_PER_TASK)))
-    labels = labeled_images.select("path", "label", "split")
-    to_featurize = raw_images.select("path", "content").join(F.broadcast(labels), "path").repartition(tasks)
+    featurizer = featurizer_id(config.engine)
+    labeled = labeled_images.select("path", "label", "split", "content_hash")
+    with job_description(spark, "mobilenet_features: match previous features by content hash"):
+        previous = previous_features(spark, locations.path_of(FEATURES), featurizer)
+        reused, todo = split_by_known_hash(labeled, previous)
+        changes = {
+            "new": todo.count(),
+            "reused": reused.count(),
+            "removed": previous.join(labeled, "path", "left_anti").count(),
+        }
+    tasks = _task_count(spark, changes["new"])
+    to_featurize = raw_images.select("path", "content").join(F.broadcast(todo), "path").repartition(tasks)
     features, counters = features_column(spark, config.engine, config.batch_size)
+    computed = to_featurize.select(*FEATURE_COLUMNS[:4], features("content", "path").alias("features"))
+    context.log.info(
+        f"{changes['new']} images to featurize, {changes['reused']} reused, {changes['removed']} removed since last run"
+    )
     began = time.perf_counter()
     with (
-        job_description(spark, f"mobilenet_features: featurize {images} images ({config.engine})"),
-        progress_lines(lambda: counters.images.value, images, context.log.info, PROGRESS_EVERY_SECONDS),
+        job_description(spark, f"mobilenet_features: featurize {changes['new']} images ({config.engine})"),
+        progress_lines(lambda: counters.images.value, changes["new"], context.log.info, PROGRESS_EVERY_SECONDS),
     ):
         yield Output(
-            to_featurize.select("path", "label", "split", features("content", "path").alias("features")),
-            metadata={"engine": config.engine, "batch_size": config.batch_size, "spark_tasks": tasks},
+            computed.withColumn("featurizer", F.lit(featurizer)).unionByName(reused).select(*FEATURE_COLUMNS),
+            metadata={
+                **changes,
+                "engine": config.engine,
+                "featurizer": featurizer,
+                "batch_size": config.batch_size,
+                "spark_tasks": tasks,
+            },
         )
     seconds = time.perf_counter() - began
     timings = counters.values()
@@ -76,37 +106,24 @@ def mobilenet_features(
         metadata={
             **timings,
             "featurize_seconds": seconds,
-            "images_per_second": timings["images"] / seconds if seconds else 0.0,
+            "images_per_second": timings["images"] / seconds if seconds and timings["images"] else 0.0,
         },
     )
 
 
 @asset_check(
     asset=mobilenet_features,
-    additional_ins={"labeled_images": AssetIn("labeled_images")},
+    additional_ins={"raw_images": AssetIn("raw_images"), "rejected_images": AssetIn("rejected_images")},
     blocking=True,
-    description="Exactly one feature row per labeled image.",
+    description="raw_images = mobilenet_features + rejected_images: every image featurized or rejected, once.",
 )
-def features_reconcile(mobilenet_features: DataFrame, labeled_images: DataFrame) -> AssetCheckResult:
-    featurized = mobilenet_features.select("path", F.lit(True).alias("featurized"))
-    labeled = labeled_images.select("path", F.lit(True).alias("labeled"))
-    unmatched = (
-        featurized.join(labeled, "path", "full_outer")
-        .agg(
-            F.count_if(F.col("featurized").isNull()).alias("missing"),
-            F.count_if(F.col("labeled").isNull()).alias("unexpected"),
-        )
-        .first()
+def every_image_accounted_for(
+    mobilenet_features: DataFrame, raw_images: DataFrame, rejected_images: DataFrame
+) -> AssetCheckResult:
+    passed, counts = account_for(
+        raw_images, {"mobilenet_features": mobilenet_features, "rejected_images": rejected_images}
     )
-    counts = {
-        "feature_rows": mobilenet_features.count(),
-        "labeled_images": labeled_images.count(),
-        **unmatched.asDict(),
-    }
-    return AssetCheckResult(
-        passed=counts["feature_rows"] == counts["labeled_images"] and counts["missing"] == counts["unexpected"] == 0,
-        metadata=counts,
-    )
+    return AssetCheckResult(passed=passed, metadata=counts)
 
 
 @asset_check(asset=mobilenet_features, blocking=True, description="Every row holds 1280 finite values.")

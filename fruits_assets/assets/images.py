@@ -1,31 +1,41 @@
-"""Images found under the images root, and their labels."""
+"""Images found under the images root: their bytes, their labels, and those that cannot be used."""
+
+from collections.abc import Iterator
 
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
+    AssetOut,
+    Config,
     MetadataValue,
+    Output,
     TableColumn,
     TableRecord,
     TableSchema,
     asset,
     asset_check,
+    multi_asset,
 )
 from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_assets.resources.locations import DataLocations
 from fruits_assets.spark.files import path_exists
-from fruits_assets.spark.images import is_image_path, read_image_files, with_labels
+from fruits_assets.spark.images import is_image_path, read_image_files, with_labels, with_rejections
+from fruits_assets.spark.reconcile import account_for
 from fruits_assets.vision.paths import IMAGE_EXTENSIONS
+from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
 
 SPARK_PARQUET = "spark_parquet_io_manager"
 
 
 @asset(io_manager_key=SPARK_PARQUET, group_name="images", kinds={"spark", "parquet"})
 def raw_images(pyspark: LazyPySparkResource, locations: DataLocations) -> DataFrame:
-    """Every .jpg, .jpeg and .png file (any case) below the images root, with its bytes.
+    """Every .jpg, .jpeg and .png file (any case) below the images root, with its bytes and their SHA-256.
 
     Keeping the bytes in one Parquet dataset turns many small files into a few
     large ones, which later stages (and object stores) read far faster.
@@ -39,30 +49,68 @@ def raw_images(pyspark: LazyPySparkResource, locations: DataLocations) -> DataFr
     return images
 
 
-@asset(io_manager_key=SPARK_PARQUET, group_name="images", kinds={"spark", "parquet"})
-def labeled_images(context: AssetExecutionContext, raw_images: DataFrame, locations: DataLocations) -> DataFrame:
-    """Each image's `label` (its folder's name) and `split` (the folder above, if any); no bytes."""
-    labeled = with_labels(raw_images.drop("content"), locations.images_root)
-    per_label = labeled.groupBy("split", "label").count().orderBy("split", "label").collect()
-    context.add_output_metadata(
-        {
-            "labels": len({r["label"] for r in per_label}),
-            "images_per_label": MetadataValue.table(
-                records=[
-                    TableRecord({"split": r["split"] or "", "label": r["label"] or "", "images": r["count"]})
-                    for r in per_label
-                ],
-                schema=TableSchema(
-                    columns=[
-                        TableColumn("split", "string"),
-                        TableColumn("label", "string"),
-                        TableColumn("images", "int"),
-                    ]
-                ),
-            ),
-        }
+class ScreeningConfig(Config):
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS,
+        ge=1,
+        description="Images with more pixels are rejected as too_large, from their header, before decoding.",
     )
-    return labeled
+
+
+def _count_table(rows: list, columns: list[str], count_column: str) -> MetadataValue:
+    return MetadataValue.table(
+        records=[TableRecord({**{c: r[c] or "" for c in columns}, count_column: r["count"]}) for r in rows],
+        schema=TableSchema(columns=[TableColumn(c, "string") for c in columns] + [TableColumn(count_column, "int")]),
+    )
+
+
+@multi_asset(
+    outs={
+        "labeled_images": AssetOut(
+            io_manager_key=SPARK_PARQUET,
+            group_name="images",
+            kinds={"spark", "parquet"},
+            description="`path, label, split, content_hash` of every image that decodes and has a label folder.",
+        ),
+        "rejected_images": AssetOut(
+            io_manager_key=SPARK_PARQUET,
+            group_name="images",
+            kinds={"spark", "parquet"},
+            description="`path, label, split, reason, message` of every image that cannot be featurized, and why.",
+        ),
+    }
+)
+def screen_images(
+    context: AssetExecutionContext, config: ScreeningConfig, raw_images: DataFrame, locations: DataLocations
+) -> Iterator[Output[DataFrame]]:
+    """Label each image from its folders, decode it, and split the images into labeled and rejected.
+
+    Every raw image lands in exactly one of the two: nothing is dropped without a trace.
+    """
+    labeled = with_labels(raw_images, locations.images_root)
+    screened = with_rejections(labeled, config.max_pixels).drop("content", "modificationTime", "length").persist()
+    accepted = screened.filter(F.col("reason").isNull()).drop("reason", "message")
+    rejected = screened.filter(F.col("reason").isNotNull()).select("path", "label", "split", "reason", "message")
+    per_label = accepted.groupBy("split", "label").count().orderBy("split", "label").collect()
+    per_reason = rejected.groupBy("reason").count().orderBy("reason").collect()
+    if per_reason:
+        summary = ", ".join(f"{r['reason']}: {r['count']}" for r in per_reason)
+        examples = "; ".join(f"{r.path} ({r.reason}: {r.message})" for r in rejected.limit(5).collect())
+        context.log.warning(f"rejected {sum(r['count'] for r in per_reason)} images ({summary}), e.g. {examples}")
+    yield Output(
+        accepted,
+        output_name="labeled_images",
+        metadata={
+            "labels": len({r["label"] for r in per_label}),
+            "images_per_label": _count_table(per_label, ["split", "label"], "images"),
+        },
+    )
+    yield Output(
+        rejected,
+        output_name="rejected_images",
+        metadata={"images_per_reason": _count_table(per_reason, ["reason"], "images")},
+    )
+    screened.unpersist()
 
 
 @asset_check(asset=raw_images, description="At least one image, and only image files.")
@@ -73,15 +121,14 @@ def raw_images_are_images(raw_images: DataFrame) -> AssetCheckResult:
 
 
 @asset_check(
-    asset=labeled_images,
-    additional_ins={"raw_images": AssetIn("raw_images")},
+    asset=AssetKey("labeled_images"),
+    additional_ins={"raw_images": AssetIn("raw_images"), "rejected_images": AssetIn("rejected_images")},
     blocking=True,
-    description="One labeled row per raw image, every one with a label.",
+    description="Every raw image is either labeled or rejected, exactly once; every labeled one has a label.",
 )
-def labeled_images_reconcile(labeled_images: DataFrame, raw_images: DataFrame) -> AssetCheckResult:
-    raw, labeled = raw_images.count(), labeled_images.count()
+def labeled_images_reconcile(
+    labeled_images: DataFrame, raw_images: DataFrame, rejected_images: DataFrame
+) -> AssetCheckResult:
+    passed, counts = account_for(raw_images, {"labeled_images": labeled_images, "rejected_images": rejected_images})
     unlabeled = labeled_images.filter(F.col("label").isNull()).count()
-    return AssetCheckResult(
-        passed=raw == labeled and unlabeled == 0,
-        metadata={"raw_images": raw, "labeled_images": labeled, "unlabeled": unlabeled},
-    )
+    return AssetCheckResult(passed=passed and unlabeled == 0, metadata={**counts, "unlabeled": unlabeled})

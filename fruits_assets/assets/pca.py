@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from fruits_assets.plots import explained_variance_png, markdown_image, pc_scatter_png
 from fruits_assets.resources.locations import DataLocations
-from fruits_assets.spark.files import write_single_csv
+from fruits_assets.spark.files import write_parquet, write_single_csv
 from fruits_assets.spark.pca import explained_variance, fit_pca, pca_k, project
 from fruits_assets.spark.preview import preview_markdown
 from fruits_assets.spark.progress import job_description
@@ -32,6 +32,7 @@ SPARK_ML = "spark_ml_io_manager"
 CSV_NAME, PARQUET_NAME = "pca_features.csv", "pca_features"
 ID_COLUMNS = ["path", "label", "split"]
 PCA_MODEL_KEY = AssetKey("pca_model")
+CSV_DECIMALS = 6  # beyond float32 features' precision, and far above run-to-run rounding noise
 SCATTER_POINTS = 5000  # a sample is enough to see the clusters, whatever the number of images
 
 
@@ -47,6 +48,8 @@ def pca_model(
     context: AssetExecutionContext, config: PCAConfig, pyspark: LazyPySparkResource, mobilenet_features: DataFrame
 ) -> PipelineModel:
     """A Spark ML PipelineModel: StandardScaler (mean and std) then PCA, fitted on all features."""
+    if mobilenet_features.isEmpty():
+        raise ValueError("no features to fit PCA on: every image was rejected (see the rejected_images asset)")
     with job_description(pyspark.spark_session, "pca_model: fit StandardScaler and PCA"):
         model, explained_all = fit_pca(mobilenet_features, config.k, config.variance_target)
     explained = explained_variance(model)
@@ -70,13 +73,18 @@ def pca_model(
 def pca_features_csv(
     pyspark: LazyPySparkResource, locations: DataLocations, pca_model: PipelineModel, mobilenet_features: DataFrame
 ) -> MaterializeResult:
-    """`pca_features.csv` (header `path,label,split,pc_1,…,pc_k`) and the same rows as Parquet."""
+    """`pca_features.csv` (header `path,label,split,pc_1,…,pc_k`) and the same rows as Parquet.
+
+    Rows are ordered by path and components rounded to 6 decimals in the CSV (the
+    Parquet keeps full precision): the same images give the same CSV, byte for byte.
+    """
     spark = pyspark.spark_session
     parquet_path, csv_path = locations.path_of(PARQUET_NAME), locations.path_of(CSV_NAME)
     with job_description(spark, "pca_features_csv: project and write CSV and Parquet"):
-        project(pca_model, mobilenet_features).write.mode("overwrite").parquet(parquet_path)
+        write_parquet(spark, project(pca_model, mobilenet_features), parquet_path)
         stored = spark.read.parquet(parquet_path).orderBy("path")
-        write_single_csv(spark, stored, csv_path)
+        pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
+        write_single_csv(spark, stored.select(*ID_COLUMNS, *pcs), csv_path)
         rows = stored.count()
         sample = stored.sample(fraction=min(1.0, SCATTER_POINTS / max(rows, 1)), seed=0)
         points = sample.select("label", "pc_1", F.col("pc_2") if pca_k(pca_model) > 1 else F.lit(0.0).alias("pc_2"))

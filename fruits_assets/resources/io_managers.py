@@ -6,6 +6,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
 from fruits_assets.resources.locations import DataLocations
+from fruits_assets.spark.files import recover_interrupted, replace_atomically, write_parquet
 from fruits_assets.spark.preview import preview_markdown
 from fruits_assets.spark.progress import job_description
 
@@ -15,7 +16,7 @@ def _asset_name(context: OutputContext | InputContext) -> str:
 
 
 class SparkParquetIOManager(ConfigurableIOManager):
-    """A DataFrame asset as a Parquet dataset at `<storage>/<asset name>/`.
+    """A DataFrame asset as a Parquet dataset at `<storage>/<asset name>/`, replaced atomically.
 
     The row count is read back from what was written, so recording it costs no
     recomputation of the DataFrame's lineage (the features are computed once).
@@ -28,7 +29,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
         spark, name = self.pyspark.spark_session, _asset_name(context)
         path = self.locations.path_of(name)
         with job_description(spark, f"{name}: write Parquet"):
-            obj.write.mode("overwrite").parquet(path)
+            write_parquet(spark, obj, path)
             stored = spark.read.parquet(path)
             context.add_output_metadata(
                 {"path": path, "rows": stored.count(), "preview": MetadataValue.md(preview_markdown(stored))}
@@ -37,11 +38,13 @@ class SparkParquetIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> DataFrame:
         spark, name = self.pyspark.spark_session, _asset_name(context)
         spark.sparkContext.setJobDescription(f"{context.op_def.name}: reads {name}")
-        return spark.read.parquet(self.locations.path_of(name))
+        path = self.locations.path_of(name)
+        recover_interrupted(spark, path)
+        return spark.read.parquet(path)
 
 
 class SparkMLModelIOManager(ConfigurableIOManager):
-    """A fitted Spark ML `PipelineModel` as its standard directory at `<storage>/<asset name>/`."""
+    """A fitted Spark ML `PipelineModel` as its standard directory at `<storage>/<asset name>/`, replaced atomically."""
 
     locations: ResourceDependency[DataLocations]
     pyspark: ResourceDependency[LazyPySparkResource]
@@ -49,10 +52,12 @@ class SparkMLModelIOManager(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: PipelineModel) -> None:
         name = _asset_name(context)
         path = self.locations.path_of(name)
-        with job_description(self.pyspark.spark_session, f"{name}: write model"):
-            obj.write().overwrite().save(path)
+        spark = self.pyspark.spark_session
+        with job_description(spark, f"{name}: write model"):
+            replace_atomically(spark, path, obj.write().save)
         context.add_output_metadata({"path": path})
 
     def load_input(self, context: InputContext) -> PipelineModel:
-        self.pyspark.spark_session  # noqa: B018 - a model loads through the active session
-        return PipelineModel.load(self.locations.path_of(_asset_name(context)))
+        path = self.locations.path_of(_asset_name(context))
+        recover_interrupted(self.pyspark.spark_session, path)  # a model loads through the active session
+        return PipelineModel.load(path)

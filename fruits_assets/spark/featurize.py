@@ -8,12 +8,24 @@ from dataclasses import dataclass
 
 import pandas as pd
 from pyspark import Accumulator, Broadcast, TaskContext
-from pyspark.sql import Column, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, FloatType
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
+from fruits_assets.spark.files import path_exists, recover_interrupted
 from fruits_assets.vision.engines import FeatureEngine, build_engine, check_engine, engine_payload
 from fruits_assets.vision.features import FeaturizeTimings, featurize_images
+
+FEATURE_COLUMNS = ("path", "label", "split", "content_hash", "featurizer", "features")
+FEATURES_TYPE = ArrayType(FloatType(), containsNull=False)
+_KNOWN = StructType(
+    [
+        StructField("path", StringType()),
+        StructField("content_hash", StringType()),
+        StructField("featurizer", StringType()),
+        StructField("features", FEATURES_TYPE),
+    ]
+)
 
 # Per Python worker: the engine built from the current broadcast. Spark reuses
 # workers across tasks, so the model is built once per worker, not per task.
@@ -76,4 +88,21 @@ def features_column(
             counters.add(timings)
             yield pd.Series(list(matrix))
 
-    return F.pandas_udf(features, ArrayType(FloatType(), containsNull=False)), counters
+    return F.pandas_udf(features, FEATURES_TYPE), counters
+
+
+def previous_features(spark: SparkSession, path: str, featurizer: str) -> DataFrame:
+    """`path, content_hash, featurizer, features` stored at `path` by the same featurizer; empty if none."""
+    recover_interrupted(spark, path)
+    if path_exists(spark, path):
+        stored = spark.read.parquet(path)
+        if set(_KNOWN.fieldNames()) <= set(stored.columns):
+            return stored.select(*_KNOWN.fieldNames()).filter(F.col("featurizer") == featurizer)
+    return spark.createDataFrame([], _KNOWN)
+
+
+def split_by_known_hash(labeled: DataFrame, known: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The labeled images whose bytes already have features (as feature rows), and the others (to featurize)."""
+    by_hash = known.select("content_hash", "featurizer", "features").dropDuplicates(["content_hash"])
+    reused = labeled.join(by_hash, "content_hash").select(*FEATURE_COLUMNS)
+    return reused, labeled.join(by_hash.select("content_hash"), "content_hash", "left_anti")

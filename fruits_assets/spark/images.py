@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import reduce
 
+import fsspec
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
-from fruits_assets.vision.paths import IMAGE_EXTENSIONS, label_and_split
+from fruits_assets.vision.paths import IMAGE_EXTENSIONS, UNLABELED, label_and_split
+from fruits_assets.vision.preprocess import rejection_of
 
 
 def _any_case(extension: str) -> str:
@@ -20,14 +22,47 @@ def _any_case(extension: str) -> str:
 IMAGE_GLOB = "*.{" + ",".join(_any_case(e.lstrip(".")) for e in IMAGE_EXTENSIONS) + "}"
 
 
+def list_image_paths(root: str) -> list[str]:
+    """Every image file below `root`, as Hadoop path strings (`file:/…`, `s3a://…`), whatever its name."""
+    fs, base = fsspec.core.url_to_fs(root)
+    scheme = root.split("://", 1)[0] if "://" in root else None
+    found = fs.find(base)
+    return [f"{scheme}://{p}" if scheme else f"file:{p}" for p in found if p.lower().endswith(IMAGE_EXTENSIONS)]
+
+
+def _read_bytes(paths: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    for batch in paths:
+        contents = []
+        for path in batch:
+            with fsspec.open(path, "rb") as file:
+                contents.append(file.read())
+        yield pd.Series(contents)
+
+
 def read_image_files(spark: SparkSession, root: str) -> DataFrame:
-    """Every image file below `root`, recursively: path, modificationTime, length, content."""
-    return (
+    """Every image file below `root`, recursively: path, modificationTime, length, content, content_hash.
+
+    Spark's binaryFile source reads the bulk, but its listing silently skips empty
+    files and names starting with `_` or `.` (cameras name photos `_DSC0001.JPG`):
+    a listing of our own finds those, and a Python task reads them.
+    `content_hash` (SHA-256 of the bytes) identifies an image whatever its name:
+    features are reused by it across runs.
+    """
+    files = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
         .option("pathGlobFilter", IMAGE_GLOB)
         .load(root)
     )
+    listed = spark.createDataFrame([(p,) for p in list_image_paths(root)], "path string")
+    skipped = listed.join(files.select("path"), "path", "left_anti")
+    read_apart = skipped.withColumn("content", F.pandas_udf(_read_bytes, BinaryType())("path")).select(
+        "path",
+        F.lit(None).cast("timestamp").alias("modificationTime"),
+        F.length("content").cast("long").alias("length"),
+        "content",
+    )
+    return files.unionByName(read_apart).withColumn("content_hash", F.sha2("content", 256))
 
 
 def is_image_path(path: str) -> Column:
@@ -49,3 +84,31 @@ def with_labels(images: DataFrame, root: str) -> DataFrame:
 
     labeled = images.withColumn("_labels", F.pandas_udf(labels, _LABELS)("path"))
     return labeled.select(*images.columns, "_labels.label", "_labels.split")
+
+
+_REJECTION = StructType([StructField("reason", StringType()), StructField("message", StringType())])
+
+
+def with_rejections(images: DataFrame, max_pixels: int) -> DataFrame:
+    """Add `reason` and `message`: null for an image that decodes and has a label, why not otherwise.
+
+    Each image is decoded in full to know (cheap next to the model); labels must
+    already be there.
+    """
+
+    def rejections(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        for batch in contents:
+            found = [rejection_of(c, max_pixels) for c in batch]
+            yield pd.DataFrame(
+                [(r.reason, r.message) if r else (None, None) for r in found],
+                columns=["reason", "message"],
+                dtype=object,
+            )
+
+    decoded = F.pandas_udf(rejections, _REJECTION)("content")
+    unlabeled = F.struct(
+        F.lit(UNLABELED).alias("reason"),
+        F.lit("a file directly under the images root has no label folder").alias("message"),
+    )
+    screened = images.withColumn("_rejection", F.when(F.col("label").isNull(), unlabeled).otherwise(decoded))
+    return screened.select(*images.columns, "_rejection.reason", "_rejection.message")

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pyspark import SparkContext
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import PCA, StandardScaler
+from pyspark.ml.common import _py2java
+from pyspark.ml.feature import PCA, PCAModel, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.linalg import DenseMatrix
 from pyspark.ml.stat import Correlation
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -46,11 +49,35 @@ def explained_variance_spectrum(vectors: DataFrame) -> list[float]:
     return (eigenvalues / eigenvalues.sum()).tolist()
 
 
+def canonical_signs(components: np.ndarray) -> np.ndarray:
+    """±1 per column so that each component's largest loading (the first, on ties) is positive.
+
+    A principal component is only defined up to its sign; fixing it makes two
+    fits of the same data give the same projection.
+    """
+    largest = np.abs(components).argmax(axis=0)
+    signs = np.sign(components[largest, np.arange(components.shape[1])])
+    return np.where(signs == 0, 1.0, signs)
+
+
+def with_canonical_signs(model: PCAModel) -> PCAModel:
+    """The same PCA model with each component's sign fixed by `canonical_signs`."""
+    components = model.pc.toArray()
+    oriented = components * canonical_signs(components)
+    rows, cols = oriented.shape
+    sc = SparkContext._active_spark_context
+    java_pc = _py2java(sc, DenseMatrix(rows, cols, oriented.flatten(order="F").tolist()))
+    java_model = sc._jvm.org.apache.spark.ml.feature.PCAModel(model.uid, java_pc, _py2java(sc, model.explainedVariance))
+    canonical = model._copyValues(PCAModel(java_model))
+    canonical._transfer_params_to_java()
+    return canonical
+
+
 def fit_pca(features: DataFrame, k: int | None, variance_target: float) -> tuple[PipelineModel, list[float]]:
     """Fit StandardScaler then PCA; with no k, the smallest reaching `variance_target`.
 
-    Returns the model and the explained variance ratio of every component the
-    data has (so the curve can be shown beyond the chosen k).
+    Components get canonical signs. Returns the model and the explained variance
+    ratio of every component the data has (so the curve can be shown beyond k).
     """
     vectors = with_vector(features).select(VECTOR_COL).persist()
     try:
@@ -60,7 +87,8 @@ def fit_pca(features: DataFrame, k: int | None, variance_target: float) -> tuple
             raise ValueError(f"k must be between 1 and {len(spectrum)}, got {chosen}")
         scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=SCALED_COL, withMean=True, withStd=True)
         pca = PCA(k=chosen, inputCol=SCALED_COL, outputCol=PCA_COL)
-        model = Pipeline(stages=[scaler, pca]).fit(vectors)
+        scaler_model, pca_model = Pipeline(stages=[scaler, pca]).fit(vectors).stages
+        model = PipelineModel([scaler_model, with_canonical_signs(pca_model)])
     finally:
         vectors.unpersist()
     return model, spectrum

@@ -126,6 +126,11 @@ def litert_cache_key() -> str:
     return hashlib.sha256(made_of.encode()).hexdigest()[:16]
 
 
+def featurizer_id(engine: str) -> str:
+    """Names what computes the features: stored features are reused only by the same featurizer."""
+    return f"{check_engine(engine)}/{litert_cache_key()}"
+
+
 def litert_flatbuffer(cache_dir: Path | None = None) -> bytes:
     """The LiteRT model, converted from the Keras port at first use, cached by the weights' hash."""
     path = (cache_dir or default_cache_dir()) / f"mobilenet_v2_features-{litert_cache_key()}.tflite"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+UNLABELED = "unlabeled"  # the rejection reason of an image with no folder to name its label
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 

@@ -32,6 +32,10 @@ DEFAULT_MAX_PIXELS = 50_000_000  # above a 48-megapixel phone photo, far below a
 EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED, CORRUPT = "empty", "not_an_image", "too_large", "truncated", "corrupt"
 REJECTION_REASONS = (EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED, CORRUPT)
 
+# The configured `max_pixels`, checked from the header in `_checked_open`, replaces Pillow's
+# global limit, so a rejection always names the image's size and the limit that applied.
+Image.MAX_IMAGE_PIXELS = None
+
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _WHITE = (255, 255, 255, 255)
 
@@ -58,8 +62,6 @@ def _checked_open(content: bytes, max_pixels: int | None) -> Image.Image:
         image = Image.open(io.BytesIO(content), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError as exc:
         raise ImageRejected(NOT_AN_IMAGE, f"not a {', '.join(ACCEPTED_FORMATS)} image") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected(TOO_LARGE, str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - a header the parser chokes on means unusable bytes
         raise ImageRejected(_reason_of(exc), f"{type(exc).__name__}: {exc}") from exc
     width, height = image.size
