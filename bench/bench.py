@@ -176,7 +176,7 @@ def stage_shares(full: dict, workers: int) -> dict[str, float]:
     decode, model = f["decode_seconds"] / workers, f["model_seconds"] / workers
     stages = {
         "listing and reading images (raw_images)": steps["raw_images"],
-        "labels (labeled_images)": steps["labeled_images"],
+        "labels and screening (screen_images)": steps["screen_images"],
         "decode and resize": decode,
         "model": model,
         "rest of featurization (Arrow transfer, Parquet write)": steps["mobilenet_features"] - decode - model,
@@ -188,7 +188,7 @@ def stage_shares(full: dict, workers: int) -> dict[str, float]:
     return stages
 
 
-ASSET_STEPS = ("raw_images", "labeled_images", "mobilenet_features", "pca_model", "pca_features_csv")
+ASSET_STEPS = ("raw_images", "screen_images", "mobilenet_features", "pca_model", "pca_features_csv")
 
 
 def main() -> None:

@@ -1,6 +1,13 @@
-"""The whole graph materialized from the shell on ../shared/fruits-360/Test, as a user runs it."""
+"""The whole graph materialized from the shell on ../shared/fruits-360/Test, as a user runs it.
 
+A few dozen broken files and a few odd but valid ones are mixed in among the
+real images: every real image must come out featurized, within the reference's
+tolerance, and every broken file rejected with the right reason.
+"""
+
+import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +17,51 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
+from PIL import Image
+
+from fruits_assets.vision.preprocess import CORRUPT, EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED
 
 from .conftest import shared_path
+from .test_preprocess import corrupted, png_header_only
 
 TEST_IMAGES = 1714
+BROKEN_PER_REASON = 6
+
+
+def mix_in_bad_files(images: Path) -> tuple[dict[str, str], list[str]]:
+    """Broken files (relative path -> expected reason) and odd but valid ones, spread over the label folders."""
+    labels = sorted(p.name for p in images.iterdir() if p.is_dir())
+    real = sorted(images.glob("*/*.jpg"))[0].read_bytes()
+    makers = {
+        EMPTY: lambda: b"",
+        NOT_AN_IMAGE: lambda: b"<html>an upload form's error page</html>",
+        TRUNCATED: lambda: real[: len(real) // 2],
+        CORRUPT: lambda: corrupted(_as_png(real), at=120),
+        TOO_LARGE: lambda: png_header_only(40_000, 40_000),
+    }
+    broken = {}
+    for i, (reason, make) in enumerate((r, m) for r, m in makers.items() for _ in range(BROKEN_PER_REASON)):
+        relative = f"{labels[(7 * i) % len(labels)]}/broken {reason} {i}.jpg"
+        (images / relative).write_bytes(make())
+        broken[relative] = reason
+    odd = [f"{labels[0]}/really a png.jpg", f"{labels[1]}/_DSC0001.JPG"]
+    (images / odd[0]).write_bytes(_as_png(real))
+    (images / odd[1]).write_bytes(real)
+    return broken, odd
+
+
+def _as_png(jpeg: bytes) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
 def materialized(tmp_path_factory):
-    images = shared_path("fruits-360", "Test")
     work = tmp_path_factory.mktemp("shared_run")
+    images = work / "Test"
+    shutil.copytree(shared_path("fruits-360", "Test"), images)
+    broken, odd = mix_in_bad_files(images)
     home, storage = work / "dagster_home", work / "storage"
     home.mkdir()
     env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
@@ -32,11 +74,11 @@ def materialized(tmp_path_factory):
         timeout=900,
     )
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
-    return images, storage, DagsterInstance.from_config(str(home))
+    return images, storage, DagsterInstance.from_config(str(home)), broken, odd
 
 
 def test_every_asset_check_ran_and_passed(materialized):
-    _, _, instance = materialized
+    _, _, instance, _, _ = materialized
     [run] = instance.get_runs()
     evaluations = [
         e.dagster_event.event_specific_data
@@ -46,20 +88,29 @@ def test_every_asset_check_ran_and_passed(materialized):
     assert names == {
         "raw_images_are_images": True,
         "labeled_images_reconcile": True,
-        "features_reconcile": True,
+        "every_image_accounted_for": True,
         "features_are_finite": True,
         "explained_variance_reaches_target": True,
         "csv_has_k_components": True,
     }
 
 
+def test_every_broken_file_is_rejected_with_its_reason(materialized):
+    images, storage, _, broken, _ = materialized
+    rejected = pq.read_table(storage / "rejected_images").to_pandas()
+    relative = rejected["path"].str.split(f"{images.resolve().as_posix()}/").str[1]
+    assert dict(zip(relative, rejected["reason"], strict=True)) == broken
+    assert len(broken) == 5 * BROKEN_PER_REASON
+
+
 def test_features_match_torchvision_reference(materialized):
-    images, storage, _ = materialized
+    images, storage, _, _, odd = materialized
     reference = np.load(shared_path("reference", "mobilenet_v2_torchvision_Test.npz"))
     table = pq.read_table(storage / "mobilenet_features").to_pandas()
-    assert len(table) == TEST_IMAGES
-    assert set(table.columns) == {"path", "label", "split", "features"}
+    assert set(table.columns) == {"path", "label", "split", "content_hash", "featurizer", "features"}
     table["relative"] = table["path"].str.split(f"{images.resolve().as_posix()}/").str[1]
+    assert sorted(table["relative"]) == sorted([*reference["paths"], *odd])  # every real image, and the odd ones
+    table = table[~table["relative"].isin(odd)]
     features = np.stack(table.set_index("relative").loc[reference["paths"], "features"].to_numpy())
     assert features.dtype == np.float32 and features.shape == (TEST_IMAGES, 1280)
     assert np.abs(features - reference["features"]).max() <= 1e-3
@@ -68,19 +119,20 @@ def test_features_match_torchvision_reference(materialized):
 
 
 def test_csv_holds_k_components_for_every_image(materialized):
-    _, storage, instance = materialized
+    _, storage, instance, _, odd = materialized
     k = instance.get_latest_materialization_event(AssetKey("pca_model")).asset_materialization.metadata["k"].value
     table = pd.read_csv(storage / "pca_features.csv")
     assert list(table.columns) == ["path", "label", "split"] + [f"pc_{i}" for i in range(1, k + 1)]
-    assert len(table) == TEST_IMAGES and table["path"].is_unique
+    assert len(table) == TEST_IMAGES + len(odd) and table["path"].is_unique
     assert table["path"].is_monotonic_increasing
     assert np.isfinite(table.filter(like="pc_").to_numpy()).all()
     parquet = pq.read_table(storage / "pca_features").to_pandas().sort_values("path", ignore_index=True)
-    np.testing.assert_allclose(parquet.filter(like="pc_").to_numpy(), table.filter(like="pc_").to_numpy(), rtol=1e-12)
+    # The CSV rounds to 6 decimals; the Parquet keeps full precision.
+    np.testing.assert_allclose(parquet.filter(like="pc_").to_numpy(), table.filter(like="pc_").to_numpy(), atol=5e-7)
 
 
 def test_pca_reaches_target_with_smallest_k(materialized):
-    _, _, instance = materialized
+    _, _, instance, _, _ = materialized
     metadata = instance.get_latest_materialization_event(AssetKey("pca_model")).asset_materialization.metadata
     cumulative = metadata["cumulative_explained_variance"].value
     assert cumulative[-1] >= 0.90 > (cumulative[-2] if len(cumulative) > 1 else 0)

@@ -93,6 +93,8 @@ def write_single_csv(spark: SparkSession, rows: DataFrame, dest: str) -> None:
         if len(parts) != 1:
             raise RuntimeError(f"expected one CSV part under {folder}, found {len(parts)}")
         _, staging_path = _hadoop_fs(spark, staging)
+        # A local file system's checksum would follow the part and sit beside the CSV as `.name.crc`.
+        fs.delete(parts[0].getParent().suffix(f"/.{parts[0].getName()}.crc"), False)
         if not fs.rename(parts[0], staging_path):
             raise RuntimeError(f"could not move {parts[0]} to {staging}")
         fs.delete(folder_path, True)
