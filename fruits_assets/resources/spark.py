@@ -1,11 +1,53 @@
 """The one PySpark resource every Spark asset, check and IO manager goes through."""
 
 import os
+import re
 import sys
+from pathlib import Path
 
 from dagster_pyspark import LazyPySparkResource
+from pyspark.find_spark_home import _find_spark_home
 
 DEFAULT_ARROW_BATCH = 512
+S3_SCHEMES = ("s3://", "s3a://")
+
+
+def uses_s3(*locations: str) -> bool:
+    return any(location.startswith(S3_SCHEMES) for location in locations)
+
+
+def hadoop_version() -> str:
+    """The Hadoop version pyspark ships (its `hadoop-client-api` jar), which `hadoop-aws` must match."""
+    jars = Path(_find_spark_home()) / "jars"
+    [version] = [m.group(1) for j in jars.iterdir() if (m := re.fullmatch(r"hadoop-client-api-(.+)\.jar", j.name))]
+    return version
+
+
+def s3a_config(endpoint: str | None = None, kms_key: str | None = None) -> dict[str, str]:
+    """Hadoop's S3A connector for `s3://` and `s3a://` paths, with server-side encryption.
+
+    The `hadoop-aws` jar matching pyspark's Hadoop (and its AWS SDK) comes from
+    Maven Central once and is cached by Ivy; `make setup` fetches it. Credentials
+    come from the AWS SDK's default chain only. `endpoint` (from `AWS_ENDPOINT_URL`)
+    points S3A at an S3-compatible store, with path-style addressing.
+    Objects are written with SSE-S3, or SSE-KMS with `kms_key`.
+    """
+    config = {
+        "spark.jars.packages": f"org.apache.hadoop:hadoop-aws:{hadoop_version()}",
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.encryption.algorithm": "SSE-KMS" if kms_key else "AES256",  # AES256 is SSE-S3
+        # Spark writes through its staging directories and our own atomic renames, not S3A's committers.
+        "spark.hadoop.fs.s3a.committer.name": "file",
+    }
+    if kms_key:
+        config["spark.hadoop.fs.s3a.encryption.key"] = kms_key
+    if endpoint:
+        config |= {
+            "spark.hadoop.fs.s3a.endpoint": endpoint,
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+            "spark.hadoop.fs.s3a.endpoint.region": os.environ.get("AWS_REGION", "us-east-1"),
+        }
+    return config
 
 
 def local_spark_config(master: str = "local[*]", driver_memory: str = "1g") -> dict[str, str]:
@@ -49,6 +91,23 @@ class PySparkSession(LazyPySparkResource):
         super()._init_session()
 
 
-def local_pyspark() -> PySparkSession:
-    """The embedded default: a local Spark session on this machine's cores."""
-    return PySparkSession(spark_config=local_spark_config())
+def local_pyspark(*locations: str) -> PySparkSession:
+    """The embedded default: a local Spark session on this machine's cores, with S3A if a location needs it."""
+    config = local_spark_config()
+    if uses_s3(*locations):
+        config |= s3a_config(os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("FRUITS_KMS_KEY_ID"))
+    return PySparkSession(spark_config=config)
+
+
+def fetch_s3a_jars() -> None:
+    """Resolve `hadoop-aws` and its AWS SDK into Ivy's cache now (`make setup`), not on the first S3 run."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in (local_spark_config("local[1]") | s3a_config()).items():
+        builder = builder.config(key, value)
+    builder.getOrCreate().stop()
+
+
+if __name__ == "__main__":
+    fetch_s3a_jars()

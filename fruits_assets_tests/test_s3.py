@@ -1,0 +1,150 @@
+"""Images and storage on S3: a real S3-compatible server (moto's standalone server) on loopback.
+
+The whole graph is materialized from the shell with `FRUITS_IMAGES` and `FRUITS_STORAGE` on
+`s3://`, Spark going through Hadoop's S3A connector, and the outputs are read back with boto3.
+Keys carry spaces, accents, non-Latin scripts, quotes and deep nesting; broken files are mixed in.
+"""
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from .conftest import fruit_jpeg
+
+BUCKET = "fruits"
+IMAGES = {
+    "Test/Apple Red 1": (200, 20, 30),
+    "Test/Pêche ünd 桃 1": (250, 150, 120),
+    'deep/er/Training/Kiwi, "gold"': (120, 100, 40),
+}
+BROKEN = {"Test/Apple Red 1/empty upload.jpg": (b"", "empty"), "Test/Pêche ünd 桃 1/ü cut.jpg": (None, "truncated")}
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """moto's standalone S3 server on a free loopback port, for this module only."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    # Credentials for the throwaway local server, through the standard environment variables.
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "local-test",
+        "AWS_SECRET_ACCESS_KEY": "local-test",
+        "AWS_REGION": "eu-west-3",
+    }
+    yield env
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def materialized(s3_server, tmp_path_factory):
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
+        region_name="eu-west-3",
+        aws_access_key_id="local-test",
+        aws_secret_access_key="local-test",
+    )
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    for folder, color in IMAGES.items():
+        for i in range(3):
+            s3.put_object(Bucket=BUCKET, Key=f"images/{folder}/{i} ü.jpg", Body=fruit_jpeg(color, seed=i))
+    for key, (body, _) in BROKEN.items():
+        s3.put_object(Bucket=BUCKET, Key=f"images/{key}", Body=fruit_jpeg((1, 2, 3))[:900] if body is None else body)
+    home = tmp_path_factory.mktemp("dagster_home")
+    env = {
+        **os.environ,
+        **s3_server,
+        "FRUITS_IMAGES": f"s3://{BUCKET}/images",
+        "FRUITS_STORAGE": f"s3://{BUCKET}/out",
+        "DAGSTER_HOME": str(home),
+    }
+    run = subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "fruits_assets", "--select", "*"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    return s3
+
+
+def _read(s3, key: str) -> bytes:
+    return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def _parquet(s3, prefix: str) -> pd.DataFrame:
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+    parts = [pq.read_table(io.BytesIO(_read(s3, k))).to_pandas() for k in keys if k.endswith(".parquet")]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_outputs_keep_the_local_layout_under_the_storage_prefix(materialized):
+    s3 = materialized
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]]
+    tops = {k.split("/")[1] for k in keys}
+    assert tops == {
+        "raw_images",
+        "labeled_images",
+        "rejected_images",
+        "mobilenet_features",
+        "pca_model",
+        "pca_features",
+        "pca_features.csv",
+    }
+
+
+def test_every_object_is_written_with_server_side_encryption(materialized):
+    s3 = materialized
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]]
+    assert {s3.head_object(Bucket=BUCKET, Key=k).get("ServerSideEncryption") for k in keys} == {"AES256"}
+
+
+def test_csv_on_s3_round_trips_awkward_keys_and_labels(materialized):
+    table = pd.read_csv(io.BytesIO(_read(materialized, "out/pca_features.csv")), keep_default_na=False)
+    expected = sorted(f"s3://{BUCKET}/images/{folder}/{i} ü.jpg" for folder in IMAGES for i in range(3))
+    assert table["path"].tolist() == expected
+    labels = dict(zip(table["path"], table["label"], strict=True))
+    assert labels[f's3://{BUCKET}/images/deep/er/Training/Kiwi, "gold"/0 ü.jpg'] == 'Kiwi, "gold"'
+    assert set(table["label"]) == {"Apple Red 1", "Pêche ünd 桃 1", 'Kiwi, "gold"'}
+
+
+def test_broken_objects_are_rejected_and_every_image_is_accounted_for(materialized):
+    rejected = _parquet(materialized, "out/rejected_images/")
+    assert dict(zip(rejected["path"], rejected["reason"], strict=True)) == {
+        f"s3://{BUCKET}/images/{key}": reason for key, (_, reason) in BROKEN.items()
+    }
+    features = _parquet(materialized, "out/mobilenet_features/")
+    raw = _parquet(materialized, "out/raw_images/")
+    assert len(raw) == len(features) + len(rejected) == 3 * len(IMAGES) + len(BROKEN)
