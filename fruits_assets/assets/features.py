@@ -28,6 +28,7 @@ from fruits_assets.spark.reconcile import account_for
 from fruits_assets.vision.engines import DEFAULT_ENGINE, ENGINES, featurizer_id
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 
+FEATURES = "mobilenet_features"
 PROGRESS_EVERY_SECONDS = 10.0
 IMAGES_PER_TASK = 256  # small tasks: even load on every core, and progress as they finish
 
@@ -38,9 +39,6 @@ class FeaturizationConfig(Config):
     arrow_batch_size: int = Field(
         default=DEFAULT_ARROW_BATCH, ge=1, description="Rows per Arrow batch sent to the Python workers."
     )
-
-
-FEATURES = "mobilenet_features"
 
 
 def _task_count(spark: SparkSession, images: int) -> int:
@@ -70,8 +68,8 @@ def mobilenet_features(
     featurizer = featurizer_id(config.engine)
     labeled = labeled_images.select("path", "label", "split", "content_hash")
     with job_description(spark, "mobilenet_features: match previous features by content hash"):
-        previous = previous_features(spark, locations.path_of(FEATURES), featurizer)
-        reused, todo = split_by_known_hash(labeled, previous)
+        previous = previous_features(spark, locations.path_of(FEATURES))
+        reused, todo = split_by_known_hash(labeled, previous, featurizer)
         changes = {
             "new": todo.count(),
             "reused": reused.count(),

@@ -36,8 +36,6 @@ def s3a_config(endpoint: str | None = None, kms_key: str | None = None) -> dict[
         "spark.jars.packages": f"org.apache.hadoop:hadoop-aws:{hadoop_version()}",
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.encryption.algorithm": "SSE-KMS" if kms_key else "AES256",  # AES256 is SSE-S3
-        # Spark writes through its staging directories and our own atomic renames, not S3A's committers.
-        "spark.hadoop.fs.s3a.committer.name": "file",
     }
     if kms_key:
         config["spark.hadoop.fs.s3a.encryption.key"] = kms_key

@@ -91,18 +91,19 @@ def features_column(
     return F.pandas_udf(features, FEATURES_TYPE), counters
 
 
-def previous_features(spark: SparkSession, path: str, featurizer: str) -> DataFrame:
-    """`path, content_hash, featurizer, features` stored at `path` by the same featurizer; empty if none."""
+def previous_features(spark: SparkSession, path: str) -> DataFrame:
+    """`path, content_hash, featurizer, features` stored at `path`; empty if none (or from an older layout)."""
     recover_interrupted(spark, path)
     if path_exists(spark, path):
         stored = spark.read.parquet(path)
         if set(_KNOWN.fieldNames()) <= set(stored.columns):
-            return stored.select(*_KNOWN.fieldNames()).filter(F.col("featurizer") == featurizer)
+            return stored.select(*_KNOWN.fieldNames())
     return spark.createDataFrame([], _KNOWN)
 
 
-def split_by_known_hash(labeled: DataFrame, known: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """The labeled images whose bytes already have features (as feature rows), and the others (to featurize)."""
-    by_hash = known.select("content_hash", "featurizer", "features").dropDuplicates(["content_hash"])
+def split_by_known_hash(labeled: DataFrame, known: DataFrame, featurizer: str) -> tuple[DataFrame, DataFrame]:
+    """The labeled images whose bytes `featurizer` already featurized (as feature rows), and the others."""
+    same = known.filter(F.col("featurizer") == featurizer)
+    by_hash = same.select("content_hash", "featurizer", "features").dropDuplicates(["content_hash"])
     reused = labeled.join(by_hash, "content_hash").select(*FEATURE_COLUMNS)
     return reused, labeled.join(by_hash.select("content_hash"), "content_hash", "left_anti")

@@ -1,11 +1,13 @@
 """Outputs written through Hadoop's FileSystem, so they work on any Spark storage, and replaced atomically.
 
 Every output is written beside its destination under a staging name, then
-swapped in by renames: a reader sees the previous output or the new one, never
-a half-written one, and a run killed while writing leaves the previous output
-intact. Leftovers of a killed run are cleared (or, if the kill fell between the
-two renames, the previous output restored) by the next write or read.
-One run at a time writes a given storage root.
+swapped in by renames: a run killed while writing leaves the previous output
+intact. On a file system (local, HDFS) a rename is atomic, so a reader sees the
+previous output or the new one, never half of one; on S3 a file is one object
+(atomic too) but renaming a dataset copies it object by object. Leftovers of a
+killed run are cleared (or, if the kill fell between the two renames, the
+previous output restored) by the next write or read. One run at a time writes
+a given storage root.
 """
 
 from __future__ import annotations
