@@ -51,6 +51,6 @@ def write_tree(root: Path, layout: dict[str, int], colors: dict[str, tuple[int, 
 @pytest.fixture(scope="session")
 def spark():
     """The project's own local session (what the assets use), shared by every Spark test."""
-    from fruits_assets.resources.spark import local_pyspark
+    from fruits_assets.resources.spark import local_spark_config, pyspark_session
 
-    return local_pyspark().spark_session
+    return pyspark_session(local_spark_config()).spark_session

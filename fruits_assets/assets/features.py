@@ -11,9 +11,11 @@ from dagster import (
     AssetObservation,
     Config,
     Output,
+    ResourceParam,
     asset,
     asset_check,
 )
+from dagster._core.definitions.step_launcher import StepLauncher
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
@@ -46,7 +48,11 @@ def _task_count(spark: SparkSession, images: int) -> int:
     return slots * max(1, math.ceil(images / (slots * IMAGES_PER_TASK)))
 
 
-@asset(io_manager_key=SPARK_PARQUET, group_name="features", kinds={"spark", "tensorflow", "parquet"})
+@asset(
+    io_manager_key=SPARK_PARQUET,
+    group_name="features",
+    kinds={"spark", "tensorflow", "parquet"},
+)
 def mobilenet_features(
     context: AssetExecutionContext,
     config: FeaturizationConfig,
@@ -54,6 +60,7 @@ def mobilenet_features(
     locations: DataLocations,
     raw_images: DataFrame,
     labeled_images: DataFrame,
+    pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> Iterator[Output[DataFrame] | AssetObservation]:
     """`path, label, split, content_hash, featurizer, features`: each labeled image's 1280-d MobileNetV2 features.
 
@@ -116,7 +123,10 @@ def mobilenet_features(
     description="raw_images = mobilenet_features + rejected_images: every image featurized or rejected, once.",
 )
 def every_image_accounted_for(
-    mobilenet_features: DataFrame, raw_images: DataFrame, rejected_images: DataFrame
+    mobilenet_features: DataFrame,
+    raw_images: DataFrame,
+    rejected_images: DataFrame,
+    pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> AssetCheckResult:
     passed, counts = account_for(
         raw_images, {"mobilenet_features": mobilenet_features, "rejected_images": rejected_images}
@@ -124,8 +134,14 @@ def every_image_accounted_for(
     return AssetCheckResult(passed=passed, metadata=counts)
 
 
-@asset_check(asset=mobilenet_features, blocking=True, description="Every row holds 1280 finite values.")
-def features_are_finite(mobilenet_features: DataFrame) -> AssetCheckResult:
+@asset_check(
+    asset=mobilenet_features,
+    blocking=True,
+    description="Every row holds 1280 finite values.",
+)
+def features_are_finite(
+    mobilenet_features: DataFrame, pyspark_step_launcher: ResourceParam[StepLauncher]
+) -> AssetCheckResult:
     finite = F.forall("features", lambda x: ~F.isnan(x) & (F.abs(x) < float("inf")))
     bad = mobilenet_features.filter((F.size("features") != FEATURE_DIM) | ~finite).count()
     return AssetCheckResult(passed=bad == 0, metadata={"bad_rows": bad, "dimension": FEATURE_DIM})

@@ -11,6 +11,7 @@ from dagster import (
     Config,
     MetadataValue,
     Output,
+    ResourceParam,
     TableColumn,
     TableRecord,
     TableSchema,
@@ -18,6 +19,7 @@ from dagster import (
     asset_check,
     multi_asset,
 )
+from dagster._core.definitions.step_launcher import StepLauncher
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import DataFrame
@@ -33,8 +35,14 @@ from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
 SPARK_PARQUET = "spark_parquet_io_manager"
 
 
-@asset(io_manager_key=SPARK_PARQUET, group_name="images", kinds={"spark", "parquet"})
-def raw_images(pyspark: LazyPySparkResource, locations: DataLocations) -> DataFrame:
+@asset(
+    io_manager_key=SPARK_PARQUET,
+    group_name="images",
+    kinds={"spark", "parquet"},
+)
+def raw_images(
+    pyspark: LazyPySparkResource, locations: DataLocations, pyspark_step_launcher: ResourceParam[StepLauncher]
+) -> DataFrame:
     """Every .jpg, .jpeg and .png file (any case) below the images root, with its bytes and their SHA-256.
 
     Keeping the bytes in one Parquet dataset turns many small files into a few
@@ -78,10 +86,14 @@ def _count_table(rows: list, columns: list[str], count_column: str) -> MetadataV
             kinds={"spark", "parquet"},
             description="`path, label, split, reason, message` of every image that cannot be featurized, and why.",
         ),
-    }
+    },
 )
 def screen_images(
-    context: AssetExecutionContext, config: ScreeningConfig, raw_images: DataFrame, locations: DataLocations
+    context: AssetExecutionContext,
+    config: ScreeningConfig,
+    raw_images: DataFrame,
+    locations: DataLocations,
+    pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> Iterator[Output[DataFrame]]:
     """Label each image from its folders, decode it, and split the images into labeled and rejected.
 
@@ -114,7 +126,9 @@ def screen_images(
 
 
 @asset_check(asset=raw_images, description="At least one image, and only image files.")
-def raw_images_are_images(raw_images: DataFrame) -> AssetCheckResult:
+def raw_images_are_images(
+    raw_images: DataFrame, pyspark_step_launcher: ResourceParam[StepLauncher]
+) -> AssetCheckResult:
     images = raw_images.count()
     strays = raw_images.filter(~is_image_path("path")).count()
     return AssetCheckResult(passed=images > 0 and strays == 0, metadata={"images": images, "non_image_files": strays})
@@ -127,7 +141,10 @@ def raw_images_are_images(raw_images: DataFrame) -> AssetCheckResult:
     description="Every raw image is either labeled or rejected, exactly once; every labeled one has a label.",
 )
 def labeled_images_reconcile(
-    labeled_images: DataFrame, raw_images: DataFrame, rejected_images: DataFrame
+    labeled_images: DataFrame,
+    raw_images: DataFrame,
+    rejected_images: DataFrame,
+    pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> AssetCheckResult:
     passed, counts = account_for(raw_images, {"labeled_images": labeled_images, "rejected_images": rejected_images})
     unlabeled = labeled_images.filter(F.col("label").isNull()).count()

@@ -12,9 +12,11 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
     asset,
     asset_check,
 )
+from dagster._core.definitions.step_launcher import StepLauncher
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.ml import PipelineModel
@@ -45,7 +47,11 @@ class PCAConfig(Config):
 
 @asset(io_manager_key=SPARK_ML, group_name="reduction", kinds={"spark"})
 def pca_model(
-    context: AssetExecutionContext, config: PCAConfig, pyspark: LazyPySparkResource, mobilenet_features: DataFrame
+    context: AssetExecutionContext,
+    config: PCAConfig,
+    pyspark: LazyPySparkResource,
+    mobilenet_features: DataFrame,
+    pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> PipelineModel:
     """A Spark ML PipelineModel: StandardScaler (mean and std) then PCA, fitted on all features."""
     if mobilenet_features.isEmpty():
@@ -71,7 +77,11 @@ def pca_model(
 
 @asset(group_name="reduction", kinds={"spark", "csv", "parquet"})
 def pca_features_csv(
-    pyspark: LazyPySparkResource, locations: DataLocations, pca_model: PipelineModel, mobilenet_features: DataFrame
+    pyspark: LazyPySparkResource,
+    locations: DataLocations,
+    pca_model: PipelineModel,
+    mobilenet_features: DataFrame,
+    pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> MaterializeResult:
     """`pca_features.csv` (header `path,label,split,pc_1,…,pc_k`) and the same rows as Parquet.
 
@@ -102,9 +112,12 @@ def pca_features_csv(
     )
 
 
-@asset_check(asset=pca_model, description="The model's explained variance reaches the target it was fitted for.")
+@asset_check(
+    asset=pca_model,
+    description="The model's explained variance reaches the target it was fitted for.",
+)
 def explained_variance_reaches_target(
-    context: AssetCheckExecutionContext, pca_model: PipelineModel
+    context: AssetCheckExecutionContext, pca_model: PipelineModel, pyspark_step_launcher: ResourceParam[StepLauncher]
 ) -> AssetCheckResult:
     event = context.instance.get_latest_materialization_event(PCA_MODEL_KEY)
     recorded = event.asset_materialization.metadata if event and event.asset_materialization else {}
@@ -125,7 +138,10 @@ def explained_variance_reaches_target(
     description="The CSV has path, label, split and k finite components, one row per featurized image.",
 )
 def csv_has_k_components(
-    locations: DataLocations, pca_model: PipelineModel, mobilenet_features: DataFrame
+    locations: DataLocations,
+    pca_model: PipelineModel,
+    mobilenet_features: DataFrame,
+    pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> AssetCheckResult:
     k = pca_k(pca_model)
     table = pd.read_csv(locations.path_of(CSV_NAME), keep_default_na=False, na_values={"split": [""]})

@@ -9,16 +9,25 @@ from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
+_OPEN = threading.local()  # the descriptions of the enclosing blocks, outermost first
+
 
 @contextmanager
 def job_description(spark: SparkSession, description: str) -> Iterator[None]:
-    """Name the Spark jobs started inside the block, so the Spark UI says which asset runs them."""
+    """Name the Spark jobs started inside the block, so the Spark UI says which asset runs them.
+
+    Blocks nest: the IO manager's write inside the featurization reads
+    `mobilenet_features: featurize N images (litert) › mobilenet_features: write Parquet`.
+    """
     sc = spark.sparkContext
     previous = sc.getLocalProperty("spark.job.description")
-    sc.setJobDescription(description)
+    stack = getattr(_OPEN, "stack", [])
+    _OPEN.stack = [*stack, description]
+    sc.setJobDescription(" › ".join(_OPEN.stack))
     try:
         yield
     finally:
+        _OPEN.stack = stack
         sc.setJobDescription(previous)
 
 

@@ -1,0 +1,94 @@
+"""The EMR deployment: dagster-aws's PySpark step launcher runs each Spark step on an existing EMR cluster.
+
+The launcher stages the step (and this package, zipped, and the run's `FRUITS_*`
+settings) under `FRUITS_EMR_STAGING`, adds it to the cluster `FRUITS_EMR_CLUSTER_ID`
+as a `spark-submit` step, and replays the events the step writes back to S3. The
+nodes' Python environment comes from `bootstrap/install-fruits.sh`; EMR's own
+`s3://` file system serves the storage.
+"""
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import boto3
+from dagster import InitResourceContext, resource
+from dagster._core.definitions.step_launcher import StepLauncher
+from dagster._core.execution.plan.external_step import PICKLED_STEP_RUN_REF_FILE_NAME
+from dagster_aws.emr.pyspark_step_launcher import CODE_ZIP_NAME, EmrPySparkStepLauncher
+
+PACKAGE = Path(__file__).resolve().parents[1]
+STEP_SETTINGS = ("FRUITS_IMAGES", "FRUITS_STORAGE", "FRUITS_DEPLOYMENT", "FRUITS_KMS_KEY_ID")
+SETTINGS_FILE = "fruits_settings.json"
+EMR_REGION = "eu-west-3"  # Paris: the images are personal data under GDPR, they stay in the EU
+
+
+def zip_package(destination: str, package: Path = PACKAGE) -> None:
+    """This package's Python files as `fruits_assets/…` in a zip for `--py-files`; nothing else of the repository."""
+    with zipfile.ZipFile(destination, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(package.rglob("*.py")):
+            archive.write(path, path.relative_to(package.parent).as_posix())
+
+
+class PackageEmrStepLauncher(EmrPySparkStepLauncher):
+    """dagster-aws's launcher, staging only this package as the step's code, and the run's settings.
+
+    The stock launcher zips the whole folder it is given, which for a repository
+    means its virtualenv and data; the step needs only the package. A step's
+    process on the cluster does not inherit this one's environment: the `FRUITS_*`
+    settings travel as a file beside the step, which `emr_step.py` reads first.
+    """
+
+    def _main_file_local_path(self):
+        return str(Path(__file__).with_name("emr_step.py"))
+
+    def _post_artifacts(self, log, step_run_ref, run_id, step_key):
+        s3 = boto3.client("s3", region_name=self.region_name)
+
+        def upload(local_path: str, name: str) -> None:
+            log.debug(f"Uploading {local_path} to {self._artifact_s3_uri(run_id, step_key, name)}")
+            s3.upload_file(local_path, self.staging_bucket, self._artifact_s3_key(run_id, step_key, name))
+
+        with tempfile.TemporaryDirectory() as work:
+            upload(self._main_file_local_path(), self._main_file_name())
+            zip_package(os.path.join(work, CODE_ZIP_NAME))
+            upload(os.path.join(work, CODE_ZIP_NAME), CODE_ZIP_NAME)
+            ref = os.path.join(work, PICKLED_STEP_RUN_REF_FILE_NAME)
+            with open(ref, "wb") as file:
+                pickle.dump(step_run_ref, file)
+            upload(ref, PICKLED_STEP_RUN_REF_FILE_NAME)
+            settings = os.path.join(work, SETTINGS_FILE)
+            Path(settings).write_text(json.dumps({k: os.environ[k] for k in STEP_SETTINGS if k in os.environ}))
+            upload(settings, SETTINGS_FILE)
+
+
+def staging_location(uri: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` as (bucket, prefix)."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"FRUITS_EMR_STAGING must be an s3:// URI, got {uri!r}")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix.strip("/") or "fruits-assets-staging"
+
+
+@resource(description="Runs each Spark step on the EMR cluster FRUITS_EMR_CLUSTER_ID.")
+def emr_step_launcher(_: InitResourceContext) -> StepLauncher:
+    cluster_id, staging = os.environ.get("FRUITS_EMR_CLUSTER_ID"), os.environ.get("FRUITS_EMR_STAGING")
+    if not cluster_id or not staging:
+        raise ValueError(
+            "FRUITS_DEPLOYMENT=emr needs FRUITS_EMR_CLUSTER_ID and FRUITS_EMR_STAGING (s3://bucket/prefix)"
+        )
+    bucket, prefix = staging_location(staging)
+    return PackageEmrStepLauncher(
+        region_name=os.environ.get("AWS_REGION", EMR_REGION),
+        staging_bucket=bucket,
+        staging_prefix=prefix,
+        wait_for_logs=False,
+        action_on_failure="CONTINUE",
+        cluster_id=cluster_id,
+        spark_config={"spark": {"submit": {"deployMode": "client"}}},
+        local_job_package_path=str(PACKAGE.parent),
+        deploy_local_job_package=True,
+    )
