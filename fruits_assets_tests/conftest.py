@@ -2,6 +2,9 @@
 
 import io
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,26 @@ import pytest
 from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DAGSTER = Path(sys.executable).with_name("dagster")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, where every server the tests start listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def materialize_in_shell(env: dict[str, str], select: str = "*") -> None:
+    """`dagster asset materialize` as a user runs it, in its own process; fails with its output's end."""
+    run = subprocess.run(
+        [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets", "--select", select],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
 
 
 def shared_path(*parts: str) -> Path:

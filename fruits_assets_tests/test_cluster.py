@@ -7,7 +7,6 @@ executor ran which task, and each executor's log URL names its worker.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.find_spark_home import _find_spark_home
 
-from .conftest import write_tree
+from .conftest import free_port, materialize_in_shell, write_tree
 
 BIN = Path(sys.executable).parent
 SPARK_HOME = Path(_find_spark_home())
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40), "Kiwi 1": (120, 100, 40)}
 LOOPBACK = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def _spark_env(conf_dir: Path) -> dict[str, str]:
@@ -58,7 +51,7 @@ def cluster(tmp_path_factory):
     )
     env = _spark_env(conf_dir)
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     master_url = f"spark://{LOOPBACK}:{port}"
     processes = [
         subprocess.Popen(
@@ -74,7 +67,7 @@ def cluster(tmp_path_factory):
         processes.append(
             subprocess.Popen(
                 [spark_class, "org.apache.spark.deploy.worker.Worker", master_url, "--host", LOOPBACK]
-                + ["--cores", "1", "--memory", "3g", "--webui-port", str(_free_port())]
+                + ["--cores", "1", "--memory", "3g", "--webui-port", str(free_port())]
                 + ["--work-dir", str(work / f"worker{i}")],
                 env=env,
                 stdout=(work / f"worker{i}.log").open("w"),
@@ -104,14 +97,7 @@ def _materialize(root: Path, storage: Path, env: dict[str, str]) -> None:
     home = storage.parent / f"{storage.name}_home"
     home.mkdir()
     env = {**env, "FRUITS_IMAGES": str(root), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
-    run = subprocess.run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "fruits_assets", "--select", "*"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    materialize_in_shell(env)
 
 
 def _features(storage: Path) -> dict[str, np.ndarray]:

@@ -28,8 +28,7 @@ from pyspark.find_spark_home import _find_spark_home
 
 from fruits_assets.resources.spark import s3a_config
 
-from .conftest import fruit_jpeg
-from .test_s3 import _free_port
+from .conftest import DAGSTER, free_port, fruit_jpeg
 
 BUCKET, REGION = "fruits", "eu-west-3"
 BIN = Path(sys.executable).parent
@@ -111,7 +110,7 @@ def _client_args(env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def emr_run(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     work = tmp_path_factory.mktemp("emr")
@@ -155,7 +154,7 @@ def emr_run(tmp_path_factory):
         "DAGSTER_HOME": str(home),
     }
     log = work / "materialize.log"
-    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fruits_assets", "--select", "raw_images"]
+    command = [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets", "--select", "raw_images"]
     with log.open("w") as out:
         run = subprocess.Popen(command, env=run_env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 900

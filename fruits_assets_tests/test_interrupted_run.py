@@ -4,17 +4,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import write_tree
+from .conftest import DAGSTER, write_tree
 
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40)}
-DAGSTER = Path(sys.executable).with_name("dagster")
 
 
 def start(root: Path, storage: Path, home: Path, log: Path, engine: str = "litert") -> subprocess.Popen:

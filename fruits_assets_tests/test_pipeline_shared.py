@@ -8,8 +8,6 @@ tolerance, and every broken file rejected with the right reason.
 import io
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from PIL import Image
 
 from fruits_assets.vision.preprocess import CORRUPT, EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED
 
-from .conftest import shared_path
+from .conftest import materialize_in_shell, shared_path
 from .test_preprocess import corrupted, png_header_only
 
 TEST_IMAGES = 1714
@@ -65,15 +63,7 @@ def materialized(tmp_path_factory):
     home, storage = work / "dagster_home", work / "storage"
     home.mkdir()
     env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
-    dagster = Path(sys.executable).with_name("dagster")
-    run = subprocess.run(
-        [str(dagster), "asset", "materialize", "-m", "fruits_assets", "--select", "*"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    materialize_in_shell(env)
     return images, storage, DagsterInstance.from_config(str(home)), broken, odd
 
 

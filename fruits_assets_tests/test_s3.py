@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import fruit_jpeg
+from .conftest import free_port, fruit_jpeg, materialize_in_shell
 
 BUCKET = "fruits"
 IMAGES = {
@@ -30,16 +30,10 @@ BROKEN = {"Test/Apple Red 1/empty upload.jpg": (b"", "empty"), "Test/Pêche ünd
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
     """moto's standalone S3 server on a free loopback port, for this module only."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with log.open("w") as out:
         server = subprocess.Popen(
@@ -89,14 +83,7 @@ def materialized(s3_server, tmp_path_factory):
         "FRUITS_STORAGE": f"s3://{BUCKET}/out",
         "DAGSTER_HOME": str(home),
     }
-    run = subprocess.run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "fruits_assets", "--select", "*"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    materialize_in_shell(env)
     return s3
 
 

@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
-from .conftest import write_tree
+from .conftest import free_port, write_tree
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("FRUITS_SCREENSHOTS", PROJECT / "build" / "ui-screenshots"))
@@ -35,12 +34,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 RUN_TIMEOUT_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, timeout: float) -> None:
@@ -70,7 +63,7 @@ def dagster_ui(tmp_path_factory):
     )
     home = work / "dagster_home"
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "FRUITS_IMAGES": str(work / "images"), "FRUITS_STORAGE": str(work / "storage")}
     env["DAGSTER_HOME"] = str(home)
     dagster = Path(sys.executable).with_name("dagster")
