@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from fruits_assets.resources.locations import DataLocations
 from fruits_assets.spark.files import path_exists
-from fruits_assets.spark.images import is_image_path, read_image_files, with_labels, with_rejections
+from fruits_assets.spark.images import is_image_path, list_image_files, read_image_files, with_labels, with_rejections
 from fruits_assets.spark.reconcile import account_for
 from fruits_assets.vision.paths import IMAGE_EXTENSIONS
 from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
@@ -51,10 +51,10 @@ def raw_images(
     spark, root = pyspark.spark_session, locations.images_root
     if not path_exists(spark, root):
         raise FileNotFoundError(f"images root {root} does not exist (set FRUITS_IMAGES)")
-    images = read_image_files(spark, root)
-    if images.isEmpty():
+    listed = list_image_files(root)
+    if not listed:
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    return images
+    return read_image_files(spark, root, listed)
 
 
 class ScreeningConfig(Config):

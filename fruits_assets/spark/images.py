@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import reduce
+from urllib.parse import unquote
 
 import fsspec
 import pandas as pd
@@ -22,12 +23,22 @@ def _any_case(extension: str) -> str:
 IMAGE_GLOB = "*.{" + ",".join(_any_case(e.lstrip(".")) for e in IMAGE_EXTENSIONS) + "}"
 
 
-def list_image_paths(root: str) -> list[str]:
-    """Every image file below `root`, as Hadoop path strings (`file:/…`, `s3a://…`), whatever its name."""
+def list_image_files(root: str) -> dict[str, int]:
+    """Every image file below `root` and its size, keyed by Hadoop path string (`file:/…`, `s3a://…`)."""
     fs, base = fsspec.core.url_to_fs(root)
     scheme = root.split("://", 1)[0] if "://" in root else None
-    found = fs.find(base)
-    return [f"{scheme}://{p}" if scheme else f"file:{p}" for p in found if p.lower().endswith(IMAGE_EXTENSIONS)]
+    found = fs.find(base, detail=True)
+    return {
+        f"{scheme}://{p}" if scheme else f"file:{p}": int(info.get("size") or 0)
+        for p, info in found.items()
+        if p.lower().endswith(IMAGE_EXTENSIONS)
+    }
+
+
+def hadoop_path(uri: str) -> str:
+    """Spark's listing gives URIs (`file:///a%20b`); its `path` column, Hadoop path strings (`file:/a b`)."""
+    path = unquote(uri)
+    return "file:/" + path.removeprefix("file:///") if path.startswith("file:///") else path
 
 
 def _read_bytes(paths: Iterator[pd.Series]) -> Iterator[pd.Series]:
@@ -39,14 +50,14 @@ def _read_bytes(paths: Iterator[pd.Series]) -> Iterator[pd.Series]:
         yield pd.Series(contents)
 
 
-def read_image_files(spark: SparkSession, root: str) -> DataFrame:
-    """Every image file below `root`, recursively: path, modificationTime, length, content, content_hash.
+def read_image_files(spark: SparkSession, root: str, listed: dict[str, int]) -> DataFrame:
+    """The image files `listed` below `root`: path, modificationTime, length, content, content_hash.
 
-    Spark's binaryFile source reads the bulk, but its listing silently skips empty
-    files and names starting with `_` or `.` (cameras name photos `_DSC0001.JPG`):
-    a listing of our own finds those, and a Python task reads them.
-    `content_hash` (SHA-256 of the bytes) identifies an image whatever its name:
-    features are reused by it across runs.
+    Spark's binaryFile source reads the bulk, but it silently skips empty files,
+    and its listing names starting with `_` or `.` (cameras name photos
+    `_DSC0001.JPG`): those, found by comparing the two listings on the driver,
+    are read by a Python task instead. `content_hash` (SHA-256 of the bytes)
+    identifies an image whatever its name: features are reused by it across runs.
     """
     files = (
         spark.read.format("binaryFile")
@@ -54,15 +65,18 @@ def read_image_files(spark: SparkSession, root: str) -> DataFrame:
         .option("pathGlobFilter", IMAGE_GLOB)
         .load(root)
     )
-    listed = spark.createDataFrame([(p,) for p in list_image_paths(root)], "path string")
-    skipped = listed.join(files.select("path"), "path", "left_anti")
-    read_apart = skipped.withColumn("content", F.pandas_udf(_read_bytes, BinaryType())("path")).select(
-        "path",
-        F.lit(None).cast("timestamp").alias("modificationTime"),
-        F.length("content").cast("long").alias("length"),
-        "content",
-    )
-    return files.unionByName(read_apart).withColumn("content_hash", F.sha2("content", 256))
+    scanned = {hadoop_path(uri) for uri in files.inputFiles()}
+    skipped = sorted(path for path, size in listed.items() if path not in scanned or size == 0)
+    if skipped:
+        apart = spark.createDataFrame([(p,) for p in skipped], "path string")
+        apart = apart.withColumn("content", F.pandas_udf(_read_bytes, BinaryType())("path")).select(
+            "path",
+            F.lit(None).cast("timestamp").alias("modificationTime"),
+            F.length("content").cast("long").alias("length"),
+            "content",
+        )
+        files = files.unionByName(apart)
+    return files.withColumn("content_hash", F.sha2("content", 256))
 
 
 def is_image_path(path: str) -> Column:
