@@ -48,17 +48,18 @@ def test_a_killed_run_leaves_every_previous_output_intact_and_the_next_run_compl
     assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     before = snapshot(storage)
 
-    write_tree(root, {"Training/Apple Red 1": 300, "Training/Banana 1": 300}, COLORS)
-    # The TensorFlow engine is a different featurizer: all 612 images go through the model, slowly enough to interrupt.
+    write_tree(root, {"Training/Apple Red 1": 600, "Training/Banana 1": 600}, COLORS)
+    # The TensorFlow engine is a different featurizer: all 1,212 images go through the model, which takes
+    # several seconds. The features are computed by the write of their staging dataset: once it exists,
+    # featurization is under way.
     killed = start(root, storage, home, tmp_path / "killed.log", engine="tensorflow")
     deadline = time.monotonic() + 300
-    while (
-        not list(storage.glob("mobilenet_features.staging-*"))
-        or "featurized" not in (tmp_path / "killed.log").read_text()
-    ):
+    while not list(storage.glob("mobilenet_features.staging-*")):
         assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "featurization never started"
-        time.sleep(0.2)
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert killed.poll() is None, "the run finished before it could be killed"
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(timeout=60)
 
@@ -68,7 +69,7 @@ def test_a_killed_run_leaves_every_previous_output_intact_and_the_next_run_compl
     last = start(root, storage, home, tmp_path / "last.log")
     assert last.wait(timeout=600) == 0, (tmp_path / "last.log").read_text()[-3000:]
     after = snapshot(storage)
-    assert len(after["paths"]) == 612 and set(before["paths"]) < set(after["paths"])
+    assert len(after["paths"]) == 1212 and set(before["paths"]) < set(after["paths"])
     assert sorted(p.name for p in storage.iterdir()) == sorted(
         ["labeled_images", "mobilenet_features", "pca_features", "pca_features.csv", "pca_model", "raw_images"]
         + ["rejected_images"]
