@@ -30,7 +30,6 @@ from fruits_assets.spark.reconcile import account_for
 from fruits_assets.vision.engines import DEFAULT_ENGINE, ENGINES, featurizer_id
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 
-FEATURES = "mobilenet_features"
 PROGRESS_EVERY_SECONDS = 10.0
 IMAGES_PER_TASK = 256  # small tasks: even load on every core, and progress as they finish
 
@@ -48,11 +47,7 @@ def _task_count(spark: SparkSession, images: int) -> int:
     return slots * max(1, math.ceil(images / (slots * IMAGES_PER_TASK)))
 
 
-@asset(
-    io_manager_key=SPARK_PARQUET,
-    group_name="features",
-    kinds={"spark", "tensorflow", "parquet"},
-)
+@asset(io_manager_key=SPARK_PARQUET, group_name="features", kinds={"spark", "tensorflow", "parquet"})
 def mobilenet_features(
     context: AssetExecutionContext,
     config: FeaturizationConfig,
@@ -75,7 +70,7 @@ def mobilenet_features(
     featurizer = featurizer_id(config.engine)
     labeled = labeled_images.select("path", "label", "split", "content_hash")
     with job_description(spark, "mobilenet_features: match previous features by content hash"):
-        previous = previous_features(spark, locations.path_of(FEATURES))
+        previous = previous_features(spark, locations.path_of(context.asset_key.to_user_string()))
         reused, todo = split_by_known_hash(labeled, previous, featurizer)
         changes = {
             "new": todo.count(),
@@ -134,11 +129,7 @@ def every_image_accounted_for(
     return AssetCheckResult(passed=passed, metadata=counts)
 
 
-@asset_check(
-    asset=mobilenet_features,
-    blocking=True,
-    description="Every row holds 1280 finite values.",
-)
+@asset_check(asset=mobilenet_features, blocking=True, description="Every row holds 1280 finite values.")
 def features_are_finite(
     mobilenet_features: DataFrame, pyspark_step_launcher: ResourceParam[StepLauncher]
 ) -> AssetCheckResult:

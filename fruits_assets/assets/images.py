@@ -35,11 +35,7 @@ from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
 SPARK_PARQUET = "spark_parquet_io_manager"
 
 
-@asset(
-    io_manager_key=SPARK_PARQUET,
-    group_name="images",
-    kinds={"spark", "parquet"},
-)
+@asset(io_manager_key=SPARK_PARQUET, group_name="images", kinds={"spark", "parquet"})
 def raw_images(
     pyspark: LazyPySparkResource, locations: DataLocations, pyspark_step_launcher: ResourceParam[StepLauncher]
 ) -> DataFrame:

@@ -112,10 +112,7 @@ def pca_features_csv(
     )
 
 
-@asset_check(
-    asset=pca_model,
-    description="The model's explained variance reaches the target it was fitted for.",
-)
+@asset_check(asset=pca_model, description="The model's explained variance reaches the target it was fitted for.")
 def explained_variance_reaches_target(
     context: AssetCheckExecutionContext, pca_model: PipelineModel, pyspark_step_launcher: ResourceParam[StepLauncher]
 ) -> AssetCheckResult:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -46,12 +45,6 @@ class ImageRejected(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason, self.message = reason, message
-
-
-@dataclass(frozen=True)
-class Rejection:
-    reason: str
-    message: str
 
 
 def _checked_open(content: bytes, max_pixels: int | None) -> Image.Image:
@@ -110,10 +103,10 @@ def decode_resized(content: bytes, size: int = INPUT_SIZE, max_pixels: int | Non
     return np.asarray(decoded_rgb(content, max_pixels).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
-def rejection_of(content: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Rejection | None:
+def rejection_of(content: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageRejected | None:
     """Why these bytes cannot be featurized, or None when they can (fully decoded to know)."""
     try:
         decoded_rgb(content, max_pixels).close()
     except ImageRejected as rejected:
-        return Rejection(rejected.reason, rejected.message)
+        return rejected
     return None
