@@ -16,7 +16,7 @@ aws emr create-cluster \
   --region "$REGION" \
   --name fruits-assets \
   --release-label "${RELEASE_LABEL:-emr-spark-8.0.0}" \
-  --applications Name=Spark Name=Hadoop \
+  --applications Name=Spark \
   --instance-groups \
     "InstanceGroupType=MASTER,InstanceCount=1,InstanceType=$INSTANCE_TYPE" \
     "InstanceGroupType=CORE,InstanceCount=${CORE_NODES:-2},InstanceType=$INSTANCE_TYPE" \

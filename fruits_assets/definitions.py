@@ -20,7 +20,7 @@ from dagster._core.definitions.no_step_launcher import no_step_launcher
 
 from fruits_assets.assets import features, images, pca
 from fruits_assets.resources.emr import emr_step_launcher
-from fruits_assets.resources.io_managers import SparkMLModelIOManager, SparkParquetIOManager
+from fruits_assets.resources.io_managers import SparkMLModelIOManager, SparkParquetIOManager, pickle_io_manager
 from fruits_assets.resources.locations import DEFAULT_STORAGE, DataLocations
 from fruits_assets.resources.spark import (
     STEP_LAUNCHER,
@@ -69,6 +69,7 @@ def build_defs(images_root: str | EnvVar, storage_root: str, deployment: str = "
             "locations": locations,
             images.SPARK_PARQUET: SparkParquetIOManager(locations=locations, pyspark=pyspark),
             pca.SPARK_ML: SparkMLModelIOManager(locations=locations, pyspark=pyspark),
+            "io_manager": pickle_io_manager(storage_root),
         },
         # One process runs every step, so one Spark session (one JVM) serves the whole run.
         executor=in_process_executor,

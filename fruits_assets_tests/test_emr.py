@@ -191,6 +191,12 @@ def test_the_step_and_only_this_package_were_staged_to_s3(emr_run):
         files = archive.namelist()
     assert "fruits_assets/definitions.py" in files
     assert all(f.startswith("fruits_assets/") and f.endswith(".py") for f in files)
+    staged = [
+        k
+        for k in keys
+        if k.rsplit("/", 1)[1] in {"code.zip", "emr_step.py", "step_run_ref.pkl", "fruits_settings.json"}
+    ]
+    assert {s3.head_object(Bucket=BUCKET, Key=k).get("ServerSideEncryption") for k in staged} == {"AES256"}
 
 
 def test_the_events_came_back_and_the_asset_is_materialized_on_s3(emr_run):

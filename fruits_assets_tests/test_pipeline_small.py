@@ -1,5 +1,6 @@
 """The graph in process on a tree the test writes: splits, awkward labels, configured k and engine."""
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,15 @@ def test_labels_and_splits_come_from_folders(run):
         ("Training", 'Kiwi, "gold"'): 3,
     }
     assert not labeled["path"].str.endswith("notes.txt").any()
+
+
+def test_class_index_is_a_small_python_value_under_the_storage_root(run):
+    _, storage, result = run
+    # Pickled by Dagster's filesystem IO manager, at the key dagster-aws's S3 IO manager uses on S3.
+    with (storage / "class_index").open("rb") as file:
+        stored = pickle.load(file)
+    assert stored == {"Apple Golden 1": 0, 'Kiwi, "gold"': 1, "Pêche ünd 桃": 2}
+    assert result.output_for_node("screen_images", "class_index") == stored
 
 
 def test_csv_round_trips_awkward_labels_with_configured_k(run):

@@ -7,6 +7,7 @@ Keys carry spaces, accents, non-Latin scripts, quotes and deep nesting; broken f
 
 import io
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -61,30 +62,52 @@ def s3_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def materialized(s3_server, tmp_path_factory):
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
-        region_name="eu-west-3",
-        aws_access_key_id="local-test",
-        aws_secret_access_key="local-test",
-    )
+def bucket(s3_server):
+    """A bucket with images under `images/`, awkward keys and broken objects included."""
+    s3 = _client("s3", s3_server)
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
     for folder, color in IMAGES.items():
         for i in range(3):
             s3.put_object(Bucket=BUCKET, Key=f"images/{folder}/{i} ü.jpg", Body=fruit_jpeg(color, seed=i))
     for key, (body, _) in BROKEN.items():
         s3.put_object(Bucket=BUCKET, Key=f"images/{key}", Body=fruit_jpeg((1, 2, 3))[:900] if body is None else body)
-    home = tmp_path_factory.mktemp("dagster_home")
+    return s3
+
+
+def _client(service: str, s3_server: dict[str, str]):
+    return boto3.client(
+        service,
+        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
+        region_name="eu-west-3",
+        aws_access_key_id="local-test",
+        aws_secret_access_key="local-test",
+    )
+
+
+def _materialize(s3_server: dict[str, str], home: Path, storage_prefix: str, **settings: str) -> None:
     env = {
         **os.environ,
         **s3_server,
         "FRUITS_IMAGES": f"s3://{BUCKET}/images",
-        "FRUITS_STORAGE": f"s3://{BUCKET}/out",
+        "FRUITS_STORAGE": f"s3://{BUCKET}/{storage_prefix}",
         "DAGSTER_HOME": str(home),
+        **settings,
     }
     materialize_in_shell(env)
-    return s3
+
+
+@pytest.fixture(scope="module")
+def materialized(s3_server, bucket, tmp_path_factory):
+    _materialize(s3_server, tmp_path_factory.mktemp("dagster_home"), "out")
+    return bucket
+
+
+@pytest.fixture(scope="module")
+def materialized_with_kms(s3_server, bucket, tmp_path_factory):
+    """The whole graph again, under `kms-out/`, with a KMS key the server created."""
+    key = _client("kms", s3_server).create_key(Description="fruits_assets test key")["KeyMetadata"]["Arn"]
+    _materialize(s3_server, tmp_path_factory.mktemp("dagster_home"), "kms-out", FRUITS_KMS_KEY_ID=key)
+    return bucket, key
 
 
 def _read(s3, key: str) -> bytes:
@@ -109,13 +132,24 @@ def test_outputs_keep_the_local_layout_under_the_storage_prefix(materialized):
         "pca_model",
         "pca_features",
         "pca_features.csv",
+        "class_index",  # a small Python value, pickled by dagster-aws's S3 IO manager
     }
+    class_index = pickle.loads(_read(s3, "out/class_index"))
+    assert class_index == {label: i for i, label in enumerate(sorted(folder.split("/")[-1] for folder in IMAGES))}
 
 
 def test_every_object_is_written_with_server_side_encryption(materialized):
     s3 = materialized
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]]
     assert {s3.head_object(Bucket=BUCKET, Key=k).get("ServerSideEncryption") for k in keys} == {"AES256"}
+
+
+def test_every_object_is_encrypted_with_the_configured_kms_key(materialized_with_kms):
+    s3, key = materialized_with_kms
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="kms-out/")["Contents"]]
+    assert "kms-out/pca_features.csv" in keys and "kms-out/class_index" in keys
+    heads = [s3.head_object(Bucket=BUCKET, Key=k) for k in keys]
+    assert {(h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")) for h in heads} == {("aws:kms", key)}
 
 
 def test_csv_on_s3_round_trips_awkward_keys_and_labels(materialized):

@@ -82,6 +82,11 @@ def _count_table(rows: list, columns: list[str], count_column: str) -> MetadataV
             kinds={"spark", "parquet"},
             description="`path, label, split, reason, message` of every image that cannot be featurized, and why.",
         ),
+        "class_index": AssetOut(
+            group_name="images",
+            kinds={"python"},
+            description="`{label: class id}`: the labels of labeled_images, sorted, numbered from 0, for classifiers.",
+        ),
     },
 )
 def screen_images(
@@ -90,10 +95,11 @@ def screen_images(
     raw_images: DataFrame,
     locations: DataLocations,
     pyspark_step_launcher: ResourceParam[StepLauncher],
-) -> Iterator[Output[DataFrame]]:
+) -> Iterator[Output]:
     """Label each image from its folders, decode it, and split the images into labeled and rejected.
 
     Every raw image lands in exactly one of the two: nothing is dropped without a trace.
+    The class index comes from the same per-label counts, at no extra pass over the images.
     """
     labeled = with_labels(raw_images, locations.images_root)
     screened = with_rejections(labeled, config.max_pixels).drop("content", "modificationTime", "length").persist()
@@ -105,13 +111,16 @@ def screen_images(
         summary = ", ".join(f"{r['reason']}: {r['count']}" for r in per_reason)
         examples = "; ".join(f"{r.path} ({r.reason}: {r.message})" for r in rejected.limit(5).collect())
         context.log.warning(f"rejected {sum(r['count'] for r in per_reason)} images ({summary}), e.g. {examples}")
+    labels = sorted({r["label"] for r in per_label})
     yield Output(
         accepted,
         output_name="labeled_images",
-        metadata={
-            "labels": len({r["label"] for r in per_label}),
-            "images_per_label": _count_table(per_label, ["split", "label"], "images"),
-        },
+        metadata={"labels": len(labels), "images_per_label": _count_table(per_label, ["split", "label"], "images")},
+    )
+    yield Output(
+        {label: i for i, label in enumerate(labels)},
+        output_name="class_index",
+        metadata={"classes": len(labels), "first": labels[0] if labels else "", "last": labels[-1] if labels else ""},
     )
     yield Output(
         rejected,

@@ -20,6 +20,9 @@ from dagster._core.definitions.step_launcher import StepLauncher
 from dagster._core.execution.plan.external_step import PICKLED_STEP_RUN_REF_FILE_NAME
 from dagster_aws.emr.pyspark_step_launcher import CODE_ZIP_NAME, EmrPySparkStepLauncher
 
+from fruits_assets.resources.locations import bucket_and_prefix
+from fruits_assets.resources.s3 import encrypt_writes
+
 PACKAGE = Path(__file__).resolve().parents[1]
 STEP_SETTINGS = ("FRUITS_IMAGES", "FRUITS_STORAGE", "FRUITS_DEPLOYMENT", "FRUITS_KMS_KEY_ID")
 SETTINGS_FILE = "fruits_settings.json"
@@ -46,7 +49,7 @@ class PackageEmrStepLauncher(EmrPySparkStepLauncher):
         return str(Path(__file__).with_name("emr_step.py"))
 
     def _post_artifacts(self, log, step_run_ref, run_id, step_key):
-        s3 = boto3.client("s3", region_name=self.region_name)
+        s3 = encrypt_writes(boto3.client("s3", region_name=self.region_name), os.environ.get("FRUITS_KMS_KEY_ID"))
 
         def upload(local_path: str, name: str) -> None:
             log.debug(f"Uploading {local_path} to {self._artifact_s3_uri(run_id, step_key, name)}")
@@ -69,8 +72,8 @@ def staging_location(uri: str) -> tuple[str, str]:
     """`s3://bucket/prefix` as (bucket, prefix)."""
     if not uri.startswith("s3://"):
         raise ValueError(f"FRUITS_EMR_STAGING must be an s3:// URI, got {uri!r}")
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    return bucket, prefix.strip("/") or "fruits-assets-staging"
+    bucket, prefix = bucket_and_prefix(uri)
+    return bucket, prefix or "fruits-assets-staging"
 
 
 @resource(description="Runs each Spark step on the EMR cluster FRUITS_EMR_CLUSTER_ID.")

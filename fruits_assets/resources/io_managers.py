@@ -1,14 +1,39 @@
-"""IO managers that keep Spark outputs as Spark-native datasets under the storage root."""
+"""IO managers: Spark outputs as Spark-native datasets, small Python values pickled, all under the storage root."""
 
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
+import os
+
+from dagster import (
+    ConfigurableIOManager,
+    FilesystemIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    ResourceDependency,
+)
+from dagster_aws.s3 import S3PickleIOManager
 from dagster_pyspark import LazyPySparkResource
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
-from fruits_assets.resources.locations import DataLocations
+from fruits_assets.resources.locations import DataLocations, absolute_location, bucket_and_prefix
+from fruits_assets.resources.s3 import EncryptedS3Resource
+from fruits_assets.resources.spark import uses_s3
 from fruits_assets.spark.files import recover_interrupted, replace_atomically, write_parquet
 from fruits_assets.spark.preview import preview_markdown
 from fruits_assets.spark.progress import job_description
+
+
+def pickle_io_manager(storage_root: str) -> ConfigurableIOManager:
+    """Small Python values, pickled at `<storage>/<asset name>`.
+
+    On S3, dagster-aws's S3 IO manager, writing with server-side encryption
+    (`FRUITS_KMS_KEY_ID` for SSE-KMS); elsewhere, Dagster's filesystem IO manager.
+    """
+    if uses_s3(storage_root):
+        bucket, prefix = bucket_and_prefix(storage_root)
+        s3 = EncryptedS3Resource(kms_key_id=os.environ.get("FRUITS_KMS_KEY_ID"))
+        return S3PickleIOManager(s3_resource=s3, s3_bucket=bucket, s3_prefix=prefix)
+    return FilesystemIOManager(base_dir=absolute_location(storage_root))
 
 
 def _asset_name(context: OutputContext | InputContext) -> str:

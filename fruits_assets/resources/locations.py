@@ -17,6 +17,15 @@ def absolute_location(location: str) -> str:
     return Path(location).expanduser().resolve().as_posix()
 
 
+def bucket_and_prefix(uri: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` (or `s3a://`) as (bucket, prefix), the prefix without slashes at its ends."""
+    scheme, _, rest = uri.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme not in ("s3", "s3a") or not bucket:
+        raise ValueError(f"expected s3://bucket/prefix, got {uri!r}")
+    return bucket, prefix.strip("/")
+
+
 class DataLocations(ConfigurableResource):
     """The images root (`FRUITS_IMAGES`) and the storage root (`FRUITS_STORAGE`).
 
