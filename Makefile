@@ -33,7 +33,7 @@ system-packages:
 
 run:  ## materialize every asset (images: FRUITS_IMAGES, storage: FRUITS_STORAGE)
 	@mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster asset materialize -m fruits_assets --select '*'
+	$(BIN)/dagster asset materialize -m fruits_assets.definitions --select '*'
 
 dev:  ## the Dagster UI on http://127.0.0.1:3000
 	@mkdir -p $(DAGSTER_HOME)

@@ -26,31 +26,72 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (the JVM and Python workers included)."""
-    total, stack = 0, [pid]
+def _kind(pid: int, root: int) -> str:
+    if pid == root:
+        return "dagster"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return "other"
+    return "jvm" if b"java" in command else "python_workers" if b"pyspark.daemon" in command else "other"
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """Resident and proportional set sizes (RSS, PSS) of a process, in bytes."""
+    sizes = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in ("Rss", "Pss"):
+                sizes[name] = int(value.split()[0]) * 1024
+    return sizes["Rss"], sizes["Pss"]
+
+
+def _tree_memory(root: int) -> dict[str, dict[str, int]]:
+    """RSS and PSS of a process and all its descendants, by kind: dagster, the JVM, Python workers, other.
+
+    Descendants come from each process's parent in `/proc/<pid>/stat`, so each is counted once
+    (walking `/proc/<pid>/task/*/children` lists some twice). PSS divides each shared page among
+    the processes sharing it: forked Python workers, and a child the JVM spawns, which shares the
+    JVM's whole memory until it runs its command, count once; in RSS they count again each time.
+    """
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])  # after the command
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    memory: dict[str, dict[str, int]] = {"rss": {}, "pss": {}}
+    stack = [root]
     while stack:
         p = stack.pop()
+        stack += [child for child, parent in parents.items() if parent == p]
         try:
-            with open(f"/proc/{p}/status") as f:
-                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    stack += [int(c) for c in f.read().split()]
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            rss, pss = _memory(p)
+        except (FileNotFoundError, ProcessLookupError, KeyError):
             continue
-    return total
+        kind = _kind(p, root)
+        memory["rss"][kind] = memory["rss"].get(kind, 0) + rss
+        memory["pss"][kind] = memory["pss"].get(kind, 0) + pss
+    return memory
 
 
-def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Run `cmd`, sampling the process tree's RSS; returns seconds, peak bytes, stdout."""
+def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, dict[str, int]], str]:
+    """Run `cmd`, sampling its process tree's memory; returns seconds, RSS and PSS by kind at their peaks, stdout."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak, done = [0], threading.Event()
+    peaks: dict[str, dict[str, int]] = {"rss": {}, "pss": {}}
+    done = threading.Event()
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            now = _tree_memory(proc.pid)
+            for measure, by_kind in now.items():
+                if sum(by_kind.values()) > sum(peaks[measure].values()):
+                    peaks[measure] = by_kind
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -61,7 +102,15 @@ def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{out[-4000:]}")
-    return seconds, peak[0], out
+    return seconds, peaks, out
+
+
+def _peak_figures(peaks: dict[str, dict[str, int]]) -> dict:
+    return {
+        "peak_rss_gb": sum(peaks["rss"].values()) / 1e9,
+        "peak_pss_gb": sum(peaks["pss"].values()) / 1e9,
+        "peak_pss_gb_by_process": {kind: size / 1e9 for kind, size in sorted(peaks["pss"].items())},
+    }
 
 
 def image_files(root: Path) -> list[Path]:
@@ -86,7 +135,7 @@ def seed_baseline(images: Path, script: Path, work: Path) -> dict:
     seconds, peak, out = timed_run([sys.executable, str(script), str(images), str(work / "seed_out")], env)
     line = next(line for line in out.splitlines() if line.startswith("SEED_BASELINE"))
     n = int(line.split("images=")[1].split()[0])
-    return {"images": n, "seconds": seconds, "img_per_s": n / seconds, "peak_rss_gb": peak / 1e9}
+    return {"images": n, "seconds": seconds, "img_per_s": n / seconds, **_peak_figures(peak)}
 
 
 def _engine_worker(args) -> float:
@@ -137,7 +186,7 @@ def full_materialization(images: Path, work: Path) -> dict:
     home.mkdir(parents=True)
     env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
     dagster = str(Path(sys.executable).with_name("dagster"))
-    cmd = [dagster, "asset", "materialize", "-m", "fruits_assets", "--select", "*"]
+    cmd = [dagster, "asset", "materialize", "-m", "fruits_assets.definitions", "--select", "*"]
     seconds, peak, _ = timed_run(cmd, env)
     instance = DagsterInstance.from_config(str(home))
     [run] = instance.get_runs()
@@ -159,7 +208,7 @@ def full_materialization(images: Path, work: Path) -> dict:
         "images": n,
         "seconds": seconds,
         "img_per_s": n / seconds,
-        "peak_rss_gb": peak / 1e9,
+        **_peak_figures(peak),
         "steps": steps,
         "featurization": observed,
     }
@@ -244,27 +293,26 @@ def machine() -> str:
 def report(r: dict) -> None:
     full, bare = r["full"], r["bare_engine"]
     print(f"machine: {r['machine']}")
-    rows = []
+    runs = [("full materialization, every asset", full), ("  same, Training + Test", r["full_large"])]
     if "seed" in r:
-        s = r["seed"]
-        rows.append(("seed baseline (notebook)", s["images"], s["seconds"], s["img_per_s"], s["peak_rss_gb"]))
-    rows.append(
-        ("full materialization, every asset", full["images"], full["seconds"], full["img_per_s"], full["peak_rss_gb"])
-    )
+        runs.insert(0, ("seed baseline (notebook)", r["seed"]))
+    print(f"{'run':40} {'images':>7} {'seconds':>8} {'img/s':>8} {'peak RSS GB':>12} {'peak PSS GB':>12}")
+    for name, run in runs:
+        print(
+            f"{name:40} {run['images']:7d} {run['seconds']:8.1f} {run['img_per_s']:8.1f} "
+            f"{run['peak_rss_gb']:12.2f} {run['peak_pss_gb']:12.2f}"
+        )
     large = r["full_large"]
-    rows.append(
-        ("  same, Training + Test", large["images"], large["seconds"], large["img_per_s"], large["peak_rss_gb"])
-    )
-    print(f"{'run':40} {'images':>7} {'seconds':>8} {'img/s':>8} {'peak RSS GB':>12}")
-    for name, n, sec, rate, rss in rows:
-        print(f"{name:40} {n:7d} {sec:8.1f} {rate:8.1f} {rss:12.2f}")
     feat = full["featurization"]
-    feat_rate = feat.get("images", 0) / feat["featurize_seconds"] if feat.get("featurize_seconds") else 0.0
+    feat_rate = feat["images_per_second"]
     print(
         f"bare engine ({bare['engine']}, batch {bare['batch_size']}, {bare['workers']} x 1 thread): "
         f"{bare['img_per_s']:.1f} img/s; decode and resize alone: {r['decode_img_per_s']:.1f} img/s"
     )
-    print(f"featurization stage: {feat_rate:.1f} img/s")
+    print(
+        f"featurization stage: {feat_rate:.1f} img/s ({feat['images']} images in {feat['stage_seconds']:.1f} s, "
+        "first task start to last features, by the workers' clocks)"
+    )
     print("stages of the full materialization:")
     stages = stage_shares(full, r["bare_engine"]["workers"])
     for name, sec in stages.items():
@@ -273,7 +321,11 @@ def report(r: dict) -> None:
     if "seed" in r:
         print(f"  full materialization / seed baseline (img/s): {full['img_per_s'] / r['seed']['img_per_s']:.1f}x")
     print(f"  featurization stage / bare engine (img/s):    {feat_rate / bare['img_per_s']:.2f}")
+    print(f"  peak PSS, Training + Test / Test:             {large['peak_pss_gb'] / full['peak_pss_gb']:.2f}")
     print(f"  peak RSS, Training + Test / Test:             {large['peak_rss_gb'] / full['peak_rss_gb']:.2f}")
+    for name, run in (("Test", full), ("Training + Test", large)):
+        parts = ", ".join(f"{kind} {gb:.2f}" for kind, gb in run["peak_pss_gb_by_process"].items())
+        print(f"  PSS at the peak of {name}: {parts} GB")
 
 
 if __name__ == "__main__":

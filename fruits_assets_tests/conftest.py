@@ -25,7 +25,7 @@ def free_port() -> int:
 def materialize_in_shell(env: dict[str, str], select: str = "*") -> None:
     """`dagster asset materialize` as a user runs it, in its own process; fails with its output's end."""
     run = subprocess.run(
-        [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets", "--select", select],
+        [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", select],
         env=env,
         capture_output=True,
         text=True,

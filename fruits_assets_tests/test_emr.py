@@ -154,7 +154,7 @@ def emr_run(tmp_path_factory):
         "DAGSTER_HOME": str(home),
     }
     log = work / "materialize.log"
-    command = [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets", "--select", "raw_images"]
+    command = [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", "raw_images"]
     with log.open("w") as out:
         run = subprocess.Popen(command, env=run_env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 900

@@ -18,7 +18,7 @@ COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40)}
 def start(root: Path, storage: Path, home: Path, log: Path, engine: str = "litert") -> subprocess.Popen:
     env = {**os.environ, "FRUITS_IMAGES": str(root), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
     config = {"ops": {"mobilenet_features": {"config": {"engine": engine}}}}
-    command = [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets", "--select", "*"]
+    command = [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", "*"]
     with log.open("w") as out:
         return subprocess.Popen(
             [*command, "--config-json", json.dumps(config)],

@@ -18,30 +18,35 @@ def test_choose_k_rejects_a_target_outside_unit_interval():
         choose_k([1.0], 1.5)
 
 
-def test_spectrum_matches_mllib_pca_and_numpy_with_constant_features(spark):
-    """The curve used to choose k is the one the fitted model reports, constant features included."""
+def test_one_fit_gives_the_whole_spectrum_and_the_model_mllib_fits_with_k(spark):
+    """The curve used to choose k is numpy's, constant features included; the cut model is MLlib's fit with k."""
     from pyspark.ml.feature import PCA, StandardScaler
 
-    from fruits_assets.spark.pca import VECTOR_COL, explained_variance_spectrum, with_vector
+    from fruits_assets.spark.pca import VECTOR_COL, fit_pca, with_vector
 
     rng = np.random.default_rng(1)
     data = rng.normal(size=(30, 12)) @ rng.normal(size=(12, 12))
     data[:, [3, 7]] = 0.0  # never active, as many MobileNet channels are on a small image set
     frame = spark.createDataFrame([(row.tolist(),) for row in data.astype(np.float32)], "features array<float>")
-    vectors = with_vector(frame).select(VECTOR_COL)
 
-    spectrum = np.array(explained_variance_spectrum(vectors))
-    scaled = StandardScaler(inputCol=VECTOR_COL, outputCol="s", withMean=True, withStd=True).fit(vectors)
-    mllib = PCA(k=12, inputCol="s", outputCol="p").fit(scaled.transform(vectors)).explainedVariance.toArray()
+    model, spectrum = fit_pca(frame, 4, 0.9)
     x = data.astype(np.float32).astype(np.float64)
     std = x.std(axis=0, ddof=1)
     z = np.where(std > 0, (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0), 0.0)
     expected = np.linalg.svd(z, compute_uv=False) ** 2
     expected /= expected.sum()
-
     np.testing.assert_allclose(spectrum, expected, atol=1e-9)
-    np.testing.assert_allclose(spectrum, mllib, atol=1e-9)
-    assert spectrum[-2:].max() < 1e-12  # the two constant features explain nothing
+    assert max(spectrum[-2:]) < 1e-12  # the two constant features explain nothing
+
+    vectors = with_vector(frame).select(VECTOR_COL)
+    scaled = StandardScaler(inputCol=VECTOR_COL, outputCol="s", withMean=True, withStd=True).fit(vectors)
+    direct = PCA(k=4, inputCol="s", outputCol="p").fit(scaled.transform(vectors))
+    cut = model.stages[-1]
+    assert cut.getK() == 4
+    np.testing.assert_allclose(cut.explainedVariance.toArray(), direct.explainedVariance.toArray(), atol=1e-12)
+    ours, theirs = cut.pc.toArray(), direct.pc.toArray()
+    np.testing.assert_allclose(np.abs(ours), np.abs(theirs), atol=1e-9)  # the same components, up to sign
+    np.testing.assert_allclose(ours * np.sign(ours[0] * theirs[0]), theirs, atol=1e-9)
 
 
 def test_canonical_signs_make_each_largest_loading_positive():

@@ -31,7 +31,7 @@ from fruits_assets.vision.engines import DEFAULT_ENGINE, ENGINES, featurizer_id
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 
 PROGRESS_EVERY_SECONDS = 10.0
-IMAGES_PER_TASK = 256  # small tasks: even load on every core, and progress as they finish
+IMAGES_PER_TASK = 1024  # tasks in multiples of the cores: even load; few, as each task start costs ~0.2 s idle per core
 
 
 class FeaturizationConfig(Config):
@@ -63,7 +63,9 @@ def mobilenet_features(
     already featurized with the same featurizer keeps those features, so only new
     or changed images reach the model; a renamed file is not recomputed. Features
     are computed by the IO manager's single write; once written, the workers'
-    timers are recorded as an observation: throughput and where time went.
+    timers are recorded as an observation: the featurization stage's span (first
+    task start, engine build included, to the last features), images per second
+    over it, decode and model seconds, and the whole write's seconds.
     """
     spark = pyspark.spark_session
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_size))
@@ -99,14 +101,13 @@ def mobilenet_features(
                 "spark_tasks": tasks,
             },
         )
-    seconds = time.perf_counter() - began
     timings = counters.values()
     yield AssetObservation(
         asset_key=context.asset_key,
         metadata={
             **timings,
-            "featurize_seconds": seconds,
-            "images_per_second": timings["images"] / seconds if seconds and timings["images"] else 0.0,
+            "write_seconds": time.perf_counter() - began,
+            "images_per_second": timings["images"] / timings["stage_seconds"] if timings["stage_seconds"] else 0.0,
         },
     )
 

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from fruits_assets.resources.locations import DataLocations
 from fruits_assets.spark.files import path_exists
-from fruits_assets.spark.images import is_image_path, list_image_files, read_image_files, with_labels, with_rejections
+from fruits_assets.spark.images import is_image_path, list_image_files, read_image_files, with_screening
 from fruits_assets.spark.reconcile import account_for
 from fruits_assets.vision.paths import IMAGE_EXTENSIONS
 from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
@@ -101,8 +101,8 @@ def screen_images(
     Every raw image lands in exactly one of the two: nothing is dropped without a trace.
     The class index comes from the same per-label counts, at no extra pass over the images.
     """
-    labeled = with_labels(raw_images, locations.images_root)
-    screened = with_rejections(labeled, config.max_pixels).drop("content", "modificationTime", "length").persist()
+    screened = with_screening(raw_images, locations.images_root, config.max_pixels)
+    screened = screened.drop("content", "modificationTime", "length").persist()
     accepted = screened.filter(F.col("reason").isNull()).drop("reason", "message")
     rejected = screened.filter(F.col("reason").isNotNull()).select("path", "label", "split", "reason", "message")
     per_label = accepted.groupBy("split", "label").count().orderBy("split", "label").collect()

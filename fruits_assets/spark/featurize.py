@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pandas as pd
-from pyspark import Accumulator, Broadcast, TaskContext
+from pyspark import Accumulator, AccumulatorParam, Broadcast, SparkContext, TaskContext
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
@@ -46,24 +47,59 @@ def worker_engine(token: str, payload: Broadcast, engine: str) -> FeatureEngine:
     return _WORKER_ENGINE[token]
 
 
+class _Earliest(AccumulatorParam):
+    def zero(self, value: float) -> float:
+        return float("inf")
+
+    def addInPlace(self, a: float, b: float) -> float:
+        return min(a, b)
+
+
+class _Latest(AccumulatorParam):
+    def zero(self, value: float) -> float:
+        return float("-inf")
+
+    def addInPlace(self, a: float, b: float) -> float:
+        return max(a, b)
+
+
 @dataclass(frozen=True)
 class FeaturizeCounters:
-    """Spark accumulators summing the workers' `FeaturizeTimings` (read on the driver after an action)."""
+    """Spark accumulators summing the workers' `FeaturizeTimings` (read on the driver after an action).
+
+    `started` and `finished` are the earliest task start (engine build included)
+    and the latest batch end, by the workers' clocks: the featurization stage's span.
+    """
 
     images: Accumulator
     decode_seconds: Accumulator
     model_seconds: Accumulator
+    started: Accumulator
+    finished: Accumulator
+
+    @classmethod
+    def of(cls, sc: SparkContext) -> FeaturizeCounters:
+        return cls(
+            sc.accumulator(0),
+            sc.accumulator(0.0),
+            sc.accumulator(0.0),
+            sc.accumulator(float("inf"), _Earliest()),
+            sc.accumulator(float("-inf"), _Latest()),
+        )
 
     def add(self, timings: FeaturizeTimings) -> None:
         self.images.add(timings.images)
         self.decode_seconds.add(timings.decode_seconds)
         self.model_seconds.add(timings.model_seconds)
+        self.finished.add(time.time())
 
     def values(self) -> dict[str, float]:
+        images = self.images.value
         return {
-            "images": self.images.value,
+            "images": images,
             "decode_seconds": self.decode_seconds.value,
             "model_seconds": self.model_seconds.value,
+            "stage_seconds": self.finished.value - self.started.value if images else 0.0,
         }
 
 
@@ -78,9 +114,10 @@ def features_column(
     sc = spark.sparkContext
     payload = sc.broadcast(engine_payload(check_engine(engine)))
     token = f"{engine}-{uuid.uuid4().hex}"
-    counters = FeaturizeCounters(sc.accumulator(0), sc.accumulator(0.0), sc.accumulator(0.0))
+    counters = FeaturizeCounters.of(sc)
 
     def features(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+        counters.started.add(time.time())
         model = worker_engine(token, payload, engine)
         for contents, paths in batches:
             timings = FeaturizeTimings()

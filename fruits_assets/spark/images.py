@@ -85,44 +85,31 @@ def is_image_path(path: str) -> Column:
     return reduce(lambda a, b: a | b, [lowered.endswith(e) for e in IMAGE_EXTENSIONS])
 
 
-_LABELS = StructType([StructField("label", StringType()), StructField("split", StringType())])
+_SCREENING = StructType([StructField(name, StringType()) for name in ("label", "split", "reason", "message")])
+_NO_LABEL = "a file directly under the images root has no label folder"
 
 
-def with_labels(images: DataFrame, root: str) -> DataFrame:
-    """Add `label` (parent folder, verbatim) and `split` (grandparent folder below the root, or null)."""
-
-    def labels(paths: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        for batch in paths:
-            pairs = [label_and_split(p, root) for p in batch]
-            yield pd.DataFrame(pairs, columns=["label", "split"], dtype=object)
-
-    labeled = images.withColumn("_labels", F.pandas_udf(labels, _LABELS)("path"))
-    return labeled.select(*images.columns, "_labels.label", "_labels.split")
+def _screen(path: str, content: bytes, root: str, max_pixels: int) -> tuple[str | None, ...]:
+    """`label, split, reason, message` of one image: reason and message are null for an image to featurize."""
+    label, split = label_and_split(path, root)
+    if label is None:
+        return label, split, UNLABELED, _NO_LABEL
+    rejected = rejection_of(content, max_pixels)
+    return (label, split, rejected.reason, rejected.message) if rejected else (label, split, None, None)
 
 
-_REJECTION = StructType([StructField("reason", StringType()), StructField("message", StringType())])
+def with_screening(images: DataFrame, root: str, max_pixels: int) -> DataFrame:
+    """Add `label` (parent folder, verbatim), `split` (grandparent below the root, or null), `reason` and `message`.
 
-
-def with_rejections(images: DataFrame, max_pixels: int) -> DataFrame:
-    """Add `reason` and `message`: null for an image that decodes and has a label, why not otherwise.
-
-    Each image is decoded in full to know (cheap next to the model); labels must
-    already be there.
+    One Python pass labels and decodes each image in full to know whether it can
+    be featurized (cheap next to the model): a single UDF keeps one Python worker
+    per task.
     """
 
-    def rejections(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        for batch in contents:
-            found = [rejection_of(c, max_pixels) for c in batch]
-            yield pd.DataFrame(
-                [(r.reason, r.message) if r else (None, None) for r in found],
-                columns=["reason", "message"],
-                dtype=object,
-            )
+    def screen(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        for paths, contents in batches:
+            rows = [_screen(p, c, root, max_pixels) for p, c in zip(paths, contents, strict=True)]
+            yield pd.DataFrame(rows, columns=_SCREENING.fieldNames(), dtype=object)
 
-    decoded = F.pandas_udf(rejections, _REJECTION)("content")
-    unlabeled = F.struct(
-        F.lit(UNLABELED).alias("reason"),
-        F.lit("a file directly under the images root has no label folder").alias("message"),
-    )
-    screened = images.withColumn("_rejection", F.when(F.col("label").isNull(), unlabeled).otherwise(decoded))
-    return screened.select(*images.columns, "_rejection.reason", "_rejection.message")
+    screened = images.withColumn("_screening", F.pandas_udf(screen, _SCREENING)("path", "content"))
+    return screened.select(*images.columns, *(f"_screening.{name}" for name in _SCREENING.fieldNames()))

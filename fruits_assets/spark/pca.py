@@ -6,12 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 from pyspark import SparkContext
-from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml import PipelineModel
 from pyspark.ml.common import _py2java
 from pyspark.ml.feature import PCA, PCAModel, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.ml.linalg import DenseMatrix
-from pyspark.ml.stat import Correlation
+from pyspark.ml.linalg import DenseMatrix, DenseVector
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -32,23 +31,6 @@ def with_vector(features: DataFrame) -> DataFrame:
     return features.withColumn(VECTOR_COL, array_to_vector("features"))
 
 
-def explained_variance_spectrum(vectors: DataFrame) -> list[float]:
-    """Explained variance ratio of every principal component of the standardized data, largest first.
-
-    The covariance of standardized data is the features' correlation matrix: MLlib
-    computes it in one pass, and its eigenvalues (a small dense problem on the
-    driver) give the whole curve without fitting PCA with every component.
-    Constant features, which the scaler maps to 0, contribute no variance.
-    """
-    corr = Correlation.corr(vectors, VECTOR_COL).head()[0].toArray()
-    # MLlib leaves a constant feature's correlations NaN but its diagonal 1: it has no variance.
-    off_diagonal = np.where(np.eye(len(corr), dtype=bool), np.nan, corr)
-    constant = np.isnan(off_diagonal).all(axis=1)
-    corr[constant, :] = corr[:, constant] = 0.0
-    eigenvalues = np.clip(np.linalg.eigvalsh(np.nan_to_num(corr, nan=0.0))[::-1], 0.0, None)
-    return (eigenvalues / eigenvalues.sum()).tolist()
-
-
 def canonical_signs(components: np.ndarray) -> np.ndarray:
     """±1 per column so that each component's largest loading (the first, on ties) is positive.
 
@@ -60,35 +42,43 @@ def canonical_signs(components: np.ndarray) -> np.ndarray:
     return np.where(signs == 0, 1.0, signs)
 
 
-def with_canonical_signs(model: PCAModel) -> PCAModel:
-    """The same PCA model with each component's sign fixed by `canonical_signs`."""
-    components = model.pc.toArray()
+def first_components(model: PCAModel, k: int) -> PCAModel:
+    """The PCA model of the first `k` components of `model`, each with its sign fixed by `canonical_signs`.
+
+    MLlib's PCA decomposes the whole covariance matrix whatever k and keeps the
+    first k components and their explained variance: cutting a fit with every
+    component gives the model a fit with k gives, and one fit yields the whole curve.
+    """
+    components = model.pc.toArray()[:, :k]
     oriented = components * canonical_signs(components)
     rows, cols = oriented.shape
     sc = SparkContext._active_spark_context
     java_pc = _py2java(sc, DenseMatrix(rows, cols, oriented.flatten(order="F").tolist()))
-    java_model = sc._jvm.org.apache.spark.ml.feature.PCAModel(model.uid, java_pc, _py2java(sc, model.explainedVariance))
-    canonical = model._copyValues(PCAModel(java_model))
-    canonical._transfer_params_to_java()
-    return canonical
+    java_explained = _py2java(sc, DenseVector(model.explainedVariance.toArray()[:k]))
+    java_model = sc._jvm.org.apache.spark.ml.feature.PCAModel(model.uid, java_pc, java_explained)
+    cut = model._copyValues(PCAModel(java_model))
+    cut._set(k=k)
+    cut._transfer_params_to_java()
+    return cut
 
 
 def fit_pca(features: DataFrame, k: int | None, variance_target: float) -> tuple[PipelineModel, list[float]]:
     """Fit StandardScaler then PCA; with no k, the smallest reaching `variance_target`.
 
-    Components get canonical signs. Returns the model and the explained variance
-    ratio of every component the data has (so the curve can be shown beyond k).
+    PCA is fitted once with every component, then cut to k (see `first_components`),
+    with canonical signs. Returns the model and the explained variance ratio of
+    every component the data has (so the curve can be shown beyond k). Constant
+    features, which the scaler maps to 0, explain no variance.
     """
     vectors = with_vector(features).select(VECTOR_COL).persist()
     try:
-        spectrum = explained_variance_spectrum(vectors)
+        scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=SCALED_COL, withMean=True, withStd=True).fit(vectors)
+        every = PCA(k=scaler.mean.size, inputCol=SCALED_COL, outputCol=PCA_COL).fit(scaler.transform(vectors))
+        spectrum = [float(v) for v in every.explainedVariance]
         chosen = k if k is not None else choose_k(spectrum, variance_target)
         if not 1 <= chosen <= len(spectrum):
             raise ValueError(f"k must be between 1 and {len(spectrum)}, got {chosen}")
-        scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=SCALED_COL, withMean=True, withStd=True)
-        pca = PCA(k=chosen, inputCol=SCALED_COL, outputCol=PCA_COL)
-        scaler_model, pca_model = Pipeline(stages=[scaler, pca]).fit(vectors).stages
-        model = PipelineModel([scaler_model, with_canonical_signs(pca_model)])
+        model = PipelineModel([scaler, first_components(every, chosen)])
     finally:
         vectors.unpersist()
     return model, spectrum
