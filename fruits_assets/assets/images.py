@@ -134,8 +134,8 @@ def screen_images(
 def raw_images_are_images(
     raw_images: DataFrame, pyspark_step_launcher: ResourceParam[StepLauncher]
 ) -> AssetCheckResult:
-    images = raw_images.count()
-    strays = raw_images.filter(~is_image_path("path")).count()
+    counts = raw_images.agg(F.count("*").alias("images"), F.count_if(~is_image_path("path")).alias("strays")).first()
+    images, strays = counts["images"], counts["strays"]
     return AssetCheckResult(passed=images > 0 and strays == 0, metadata={"images": images, "non_image_files": strays})
 
 

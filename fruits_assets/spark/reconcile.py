@@ -17,8 +17,11 @@ def account_for(raw: DataFrame, parts: dict[str, DataFrame]) -> tuple[bool, dict
     tagged = reduce(
         DataFrame.unionByName, [frame.select("path", F.lit(name).alias("part")) for name, frame in parts.items()]
     )
-    per_path = tagged.groupBy("path").agg(F.count("*").alias("times"))
-    matched = (
+    per_path = tagged.groupBy("path").agg(
+        F.count("*").alias("times"), *(F.count_if(F.col("part") == name).alias(name) for name in parts)
+    )
+    # One Spark job: the join and every count in a single aggregation.
+    counts = (
         raw.select("path", F.lit(True).alias("raw"))
         .join(per_path, "path", "full_outer")
         .agg(
@@ -26,11 +29,10 @@ def account_for(raw: DataFrame, parts: dict[str, DataFrame]) -> tuple[bool, dict
             F.count_if(F.col("times").isNull()).alias("missing"),
             F.count_if(F.col("raw").isNull()).alias("unexpected"),
             F.count_if(F.col("times") > 1).alias("duplicated"),
+            *(F.coalesce(F.sum(name), F.lit(0)).alias(name) for name in parts),
         )
         .first()
         .asDict()
     )
-    per_part = {row["part"]: row["count"] for row in tagged.groupBy("part").count().collect()}
-    counts = {**matched, **{name: per_part.get(name, 0) for name in parts}}
     balanced = counts["raw_images"] == sum(counts[name] for name in parts)
     return balanced and counts["missing"] == counts["unexpected"] == counts["duplicated"] == 0, counts
