@@ -14,7 +14,8 @@ from dagster_aws.s3 import S3PickleIOManager
 from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
+from pyspark.sql import functions as F
 
 from fruits_assets.resources.locations import DataLocations, absolute_location, bucket_and_prefix
 from fruits_assets.resources.s3 import EncryptedS3Resource
@@ -44,8 +45,8 @@ def _asset_name(context: OutputContext | InputContext) -> str:
 class SparkParquetIOManager(ConfigurableIOManager):
     """A DataFrame asset as a Parquet dataset at `<storage>/<asset name>/`, replaced atomically.
 
-    The row count is read back from what was written, so recording it costs no
-    recomputation of the DataFrame's lineage (the features are computed once).
+    The row count is observed while the write runs (no second job, no recomputation
+    of the lineage: the features are computed once); the preview reads back what was written.
     """
 
     locations: ResourceDependency[DataLocations]
@@ -54,12 +55,11 @@ class SparkParquetIOManager(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
         spark, name = self.pyspark.spark_session, _asset_name(context)
         path = self.locations.path_of(name)
+        rows = Observation(f"{name} rows")
         with job_description(spark, f"{name}: write Parquet"):
-            write_parquet(spark, obj, path)
-            stored = spark.read.parquet(path)
-            context.add_output_metadata(
-                {"path": path, "rows": stored.count(), "preview": MetadataValue.md(preview_markdown(stored))}
-            )
+            write_parquet(spark, obj.observe(rows, F.count(F.lit(1)).alias("rows")), path)
+            preview = preview_markdown(spark.read.parquet(path))
+        context.add_output_metadata({"path": path, "rows": rows.get["rows"], "preview": MetadataValue.md(preview)})
 
     def load_input(self, context: InputContext) -> DataFrame:
         spark, name = self.pyspark.spark_session, _asset_name(context)
