@@ -10,6 +10,7 @@ marks the step COMPLETED or FAILED. The launcher reads the step's events back fr
 
 import io
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -154,7 +155,9 @@ def emr_run(tmp_path_factory):
         "DAGSTER_HOME": str(home),
     }
     log = work / "materialize.log"
-    command = [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", "raw_images"]
+    # raw_images and screen_images: Spark outputs to Parquet and a small Python value (class_index) to S3.
+    selection = "raw_images,labeled_images,rejected_images,class_index"
+    command = [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", selection]
     with log.open("w") as out:
         run = subprocess.Popen(command, env=run_env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 900
@@ -174,7 +177,7 @@ def emr_run(tmp_path_factory):
 def test_each_spark_step_ran_as_an_emr_step_submitted_with_spark_submit(emr_run):
     _, emr, cluster_id, runner, _ = emr_run
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
-    assert len(steps) == 2  # raw_images and its check
+    assert len(steps) == 4  # raw_images, screen_images and a check of each
     assert {s["Status"]["State"] for s in steps} == {"COMPLETED"}
     for args in runner.commands:
         assert args[:5] == ["/usr/lib/spark/bin/spark-submit", "--master", "yarn", "--deploy-mode", "client"]
@@ -205,8 +208,8 @@ def test_the_events_came_back_and_the_asset_is_materialized_on_s3(emr_run):
     metadata = event.asset_materialization.metadata
     assert metadata["path"].value == f"s3://{BUCKET}/out/raw_images" and metadata["rows"].value == 6
     [run] = instance.get_runs()
-    [check] = instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-    assert check.dagster_event.event_specific_data.passed
+    checks = instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    assert len(checks) == 2 and all(c.dagster_event.event_specific_data.passed for c in checks)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/raw_images/")["Contents"]]
     parts = [
         pq.read_table(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()))
@@ -214,3 +217,12 @@ def test_the_events_came_back_and_the_asset_is_materialized_on_s3(emr_run):
         if k.endswith(".parquet")
     ]
     assert sum(p.num_rows for p in parts) == 6
+
+
+def test_a_small_python_value_came_back_from_the_step_through_the_s3_io_manager(emr_run):
+    s3, _, _, _, instance = emr_run
+    event = instance.get_latest_materialization_event(AssetKey("class_index"))
+    assert event.asset_materialization.metadata["classes"].value == 2
+    stored = s3.get_object(Bucket=BUCKET, Key="out/class_index")
+    assert pickle.loads(stored["Body"].read()) == {"Apple Red 1": 0, "Banana 1": 1}
+    assert stored["ServerSideEncryption"] == "AES256"
