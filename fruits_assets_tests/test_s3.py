@@ -1,8 +1,10 @@
 """Images and storage on S3: a real S3-compatible server (moto's standalone server) on loopback.
 
 The whole graph is materialized from the shell with `FRUITS_IMAGES` and `FRUITS_STORAGE` on
-`s3://`, Spark going through Hadoop's S3A connector, and the outputs are read back with boto3.
-Keys carry spaces, accents, non-Latin scripts, quotes and deep nesting; broken files are mixed in.
+`s3://`, Spark going through Hadoop's S3A connector and `class_index` through dagster-aws's S3 IO
+manager, and the outputs are read back with boto3: once with SSE-S3, once with SSE-KMS under a key
+from the same server's KMS API. Keys carry spaces, accents, non-Latin scripts, quotes and deep
+nesting; broken files are mixed in.
 """
 
 import io
