@@ -10,11 +10,12 @@ import sys
 
 import boto3
 
+from fruits_assets.resources.emr import SETTINGS_FILE
+
 
 def main(bucket: str, step_run_ref_key: str) -> None:
-    # The name `SETTINGS_FILE` in resources/emr.py; importing the package before the settings are in
-    # the environment would build its definitions without them.
-    settings_key = posixpath.join(posixpath.dirname(step_run_ref_key), "fruits_settings.json")
+    # Before dagster-aws's runner imports the definitions, which read the settings from the environment.
+    settings_key = posixpath.join(posixpath.dirname(step_run_ref_key), SETTINGS_FILE)
     settings = boto3.client("s3").get_object(Bucket=bucket, Key=settings_key)["Body"].read()
     os.environ.update(json.loads(settings))
 

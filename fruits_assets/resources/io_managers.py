@@ -17,9 +17,8 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
-from fruits_assets.resources.locations import DataLocations, absolute_location, bucket_and_prefix
+from fruits_assets.resources.locations import DataLocations, absolute_location, bucket_and_prefix, uses_s3
 from fruits_assets.resources.s3 import EncryptedS3Resource
-from fruits_assets.resources.spark import uses_s3
 from fruits_assets.spark.files import recover_interrupted, replace_atomically, write_parquet
 from fruits_assets.spark.preview import preview_markdown
 from fruits_assets.spark.progress import job_description

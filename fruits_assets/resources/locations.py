@@ -8,6 +8,7 @@ from dagster import ConfigurableResource
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORAGE = PROJECT_ROOT / "storage"
+S3_SCHEMES = ("s3://", "s3a://")
 
 
 def absolute_location(location: str) -> str:
@@ -17,11 +18,14 @@ def absolute_location(location: str) -> str:
     return Path(location).expanduser().resolve().as_posix()
 
 
+def uses_s3(*locations: str) -> bool:
+    return any(location.startswith(S3_SCHEMES) for location in locations)
+
+
 def bucket_and_prefix(uri: str) -> tuple[str, str]:
     """`s3://bucket/prefix` (or `s3a://`) as (bucket, prefix), the prefix without slashes at its ends."""
-    scheme, _, rest = uri.partition("://")
-    bucket, _, prefix = rest.partition("/")
-    if scheme not in ("s3", "s3a") or not bucket:
+    bucket, _, prefix = uri.partition("://")[2].partition("/")
+    if not uses_s3(uri) or not bucket:
         raise ValueError(f"expected s3://bucket/prefix, got {uri!r}")
     return bucket, prefix.strip("/")
 

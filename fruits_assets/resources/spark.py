@@ -8,14 +8,11 @@ from pathlib import Path
 from dagster_pyspark import LazyPySparkResource
 from pyspark.find_spark_home import _find_spark_home
 
+from fruits_assets.resources.locations import uses_s3
+
 DEFAULT_ARROW_BATCH = 512
-S3_SCHEMES = ("s3://", "s3a://")
 # Every op that runs Spark requires it: a no-op locally, dagster-aws's EMR step launcher on EMR.
 STEP_LAUNCHER = "pyspark_step_launcher"
-
-
-def uses_s3(*locations: str) -> bool:
-    return any(location.startswith(S3_SCHEMES) for location in locations)
 
 
 def hadoop_version() -> str:
