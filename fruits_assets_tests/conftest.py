@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,16 +23,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def materialize_command(select: str = "*") -> list[str]:
+    """`dagster asset materialize` of the project's definitions, as a user types it."""
+    return [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", select]
+
+
 def materialize_in_shell(env: dict[str, str], select: str = "*") -> None:
     """`dagster asset materialize` as a user runs it, in its own process; fails with its output's end."""
     run = subprocess.run(
-        [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", select],
+        materialize_command(select),
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+
+
+def loopback_aws(endpoint: str, region: str) -> dict[str, str]:
+    """The standard AWS environment variables for a throwaway server on loopback, with its dummy credentials."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "local-test",
+        "AWS_SECRET_ACCESS_KEY": "local-test",
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
+
+
+def aws_client(service: str, env: dict[str, str]):
+    """A boto3 client for the server and region that `env` (as `loopback_aws` gives it) names."""
+    return boto3.client(
+        service,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def shared_path(*parts: str) -> Path:

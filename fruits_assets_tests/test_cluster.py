@@ -8,7 +8,6 @@ executor ran which task, and each executor's log URL names its worker.
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -21,7 +20,6 @@ from pyspark.find_spark_home import _find_spark_home
 
 from .conftest import free_port, materialize_in_shell, write_tree
 
-BIN = Path(sys.executable).parent
 SPARK_HOME = Path(_find_spark_home())
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40), "Kiwi 1": (120, 100, 40)}
 LOOPBACK = "127.0.0.1"

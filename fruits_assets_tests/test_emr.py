@@ -18,7 +18,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
@@ -29,10 +28,9 @@ from pyspark.find_spark_home import _find_spark_home
 
 from fruits_assets.resources.spark import s3a_config
 
-from .conftest import DAGSTER, free_port, fruit_jpeg
+from .conftest import aws_client, free_port, fruit_jpeg, loopback_aws, materialize_command
 
 BUCKET, REGION = "fruits", "eu-west-3"
-BIN = Path(sys.executable).parent
 COLORS = {"Test/Apple Red 1": (200, 20, 30), "Test/Banana 1": (240, 220, 40)}
 
 
@@ -53,7 +51,7 @@ class EmrStepRunner(threading.Thread):
 
     def _local_command(self, args: list[str], folder: Path) -> list[str]:
         """The step's command with what only EMR has replaced: YARN, EMRFS, its spark-defaults."""
-        s3 = boto3.client("s3", **_client_args(self.env))
+        s3 = aws_client("s3", self.env)
         command = [str(Path(_find_spark_home()) / "bin" / "spark-submit")]
         emulated = s3a_config(self.env["AWS_ENDPOINT_URL"]) | {
             "spark.pyspark.python": sys.executable,  # the bootstrap's /opt/fruits/bin/python
@@ -100,36 +98,20 @@ class EmrStepRunner(threading.Thread):
                 done.add(step.id)
 
 
-def _client_args(env: dict[str, str]) -> dict[str, str]:
-    return {
-        "endpoint_url": env["AWS_ENDPOINT_URL"],
-        "region_name": REGION,
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-    }
-
-
 @pytest.fixture(scope="module")
 def emr_run(tmp_path_factory):
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     work = tmp_path_factory.mktemp("emr")
-    # Credentials for the throwaway local server, through the standard environment variables.
-    aws = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "local-test",
-        "AWS_SECRET_ACCESS_KEY": "local-test",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-    }
+    aws = loopback_aws(f"http://127.0.0.1:{port}", REGION)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRUITS_")} | aws
-    s3 = boto3.client("s3", **_client_args(env))
+    s3 = aws_client("s3", env)
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     for folder, color in COLORS.items():
         for i in range(3):
             s3.put_object(Bucket=BUCKET, Key=f"images/{folder}/{i}.jpg", Body=fruit_jpeg(color, seed=i))
-    emr = boto3.client("emr", **_client_args(env))
+    emr = aws_client("emr", env)
     cluster_id = emr.run_job_flow(
         Name="fruits-assets",
         ReleaseLabel="emr-spark-8.0.0",
@@ -157,7 +139,7 @@ def emr_run(tmp_path_factory):
     log = work / "materialize.log"
     # raw_images and screen_images: Spark outputs to Parquet and a small Python value (class_index) to S3.
     selection = "raw_images,labeled_images,rejected_images,class_index"
-    command = [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", selection]
+    command = materialize_command(selection)
     with log.open("w") as out:
         run = subprocess.Popen(command, env=run_env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 900

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import DAGSTER, write_tree
+from .conftest import materialize_command, write_tree
 
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40)}
 
@@ -18,10 +18,9 @@ COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40)}
 def start(root: Path, storage: Path, home: Path, log: Path, engine: str = "litert") -> subprocess.Popen:
     env = {**os.environ, "FRUITS_IMAGES": str(root), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
     config = {"ops": {"mobilenet_features": {"config": {"engine": engine}}}}
-    command = [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", "*"]
     with log.open("w") as out:
         return subprocess.Popen(
-            [*command, "--config-json", json.dumps(config)],
+            [*materialize_command(), "--config-json", json.dumps(config)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

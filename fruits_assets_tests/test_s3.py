@@ -16,14 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import free_port, fruit_jpeg, materialize_in_shell
+from .conftest import aws_client, free_port, fruit_jpeg, loopback_aws, materialize_in_shell
 
-BUCKET = "fruits"
+BUCKET, REGION = "fruits", "eu-west-3"
 IMAGES = {
     "Test/Apple Red 1": (200, 20, 30),
     "Test/Pêche ünd 桃 1": (250, 150, 120),
@@ -51,14 +50,7 @@ def s3_server(tmp_path_factory):
         except OSError:
             assert server.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-    # Credentials for the throwaway local server, through the standard environment variables.
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "local-test",
-        "AWS_SECRET_ACCESS_KEY": "local-test",
-        "AWS_REGION": "eu-west-3",
-    }
-    yield env
+    yield loopback_aws(endpoint, REGION)
     server.terminate()
     server.wait(timeout=30)
 
@@ -66,24 +58,14 @@ def s3_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bucket(s3_server):
     """A bucket with images under `images/`, awkward keys and broken objects included."""
-    s3 = _client("s3", s3_server)
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    s3 = aws_client("s3", s3_server)
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     for folder, color in IMAGES.items():
         for i in range(3):
             s3.put_object(Bucket=BUCKET, Key=f"images/{folder}/{i} ü.jpg", Body=fruit_jpeg(color, seed=i))
     for key, (body, _) in BROKEN.items():
         s3.put_object(Bucket=BUCKET, Key=f"images/{key}", Body=fruit_jpeg((1, 2, 3))[:900] if body is None else body)
     return s3
-
-
-def _client(service: str, s3_server: dict[str, str]):
-    return boto3.client(
-        service,
-        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
-        region_name="eu-west-3",
-        aws_access_key_id="local-test",
-        aws_secret_access_key="local-test",
-    )
 
 
 def _materialize(s3_server: dict[str, str], home: Path, storage_prefix: str, **settings: str) -> None:
@@ -107,7 +89,7 @@ def materialized(s3_server, bucket, tmp_path_factory):
 @pytest.fixture(scope="module")
 def materialized_with_kms(s3_server, bucket, tmp_path_factory):
     """The whole graph again, under `kms-out/`, with a KMS key the server created."""
-    key = _client("kms", s3_server).create_key(Description="fruits_assets test key")["KeyMetadata"]["Arn"]
+    key = aws_client("kms", s3_server).create_key(Description="fruits_assets test key")["KeyMetadata"]["Arn"]
     _materialize(s3_server, tmp_path_factory.mktemp("dagster_home"), "kms-out", FRUITS_KMS_KEY_ID=key)
     return bucket, key
 

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
-from .conftest import free_port, write_tree
+from .conftest import DAGSTER, free_port, write_tree
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("FRUITS_SCREENSHOTS", PROJECT / "build" / "ui-screenshots"))
@@ -66,8 +65,7 @@ def dagster_ui(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "FRUITS_IMAGES": str(work / "images"), "FRUITS_STORAGE": str(work / "storage")}
     env["DAGSTER_HOME"] = str(home)
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    command = [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     log = (work / "dagster_dev.log").open("w")
     process = subprocess.Popen(
         command, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
