@@ -18,6 +18,8 @@ setup:  ## create .venv and install everything: packages, model weights, the Lit
 	$(BIN)/python -m fruits_assets.vision.engines
 	# hadoop-aws matching pyspark's Hadoop, and its AWS SDK, from Maven Central into Ivy's cache (for s3:// paths)
 	$(BIN)/python -m fruits_assets.resources.spark
+	# the Spark driver's classes, archived from a run of the graph on a few generated images (AppCDS)
+	$(BIN)/python -m fruits_assets.resources.jvm_archive
 	@$(MAKE) --no-print-directory system-packages
 
 # Debian packages: OpenBLAS, so Spark's PCA runs LAPACK natively (it falls back to Java without it),
