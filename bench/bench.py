@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fruits_assets.assets.features import FeaturizationConfig
@@ -235,8 +236,9 @@ def warm_rerun(images: Path, work: Path) -> dict:
     what a Spark that outlives a run could gain. Neither figure includes the
     process start or Dagster's CLI.
     """
-    with mp.get_context("spawn").Pool(1) as pool:
-        first, second = pool.apply(_run_twice, (str(images), str(work)))
+    # The executor waits for its worker to exit (a Pool would terminate it, Spark and all, mid-shutdown).
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        first, second = pool.submit(_run_twice, str(images), str(work)).result()
     n = len(image_files(images))
     return {"images": n, "first_seconds": first, "second_seconds": second, "img_per_s": n / second}
 
