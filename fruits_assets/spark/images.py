@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from functools import reduce
 from urllib.parse import unquote
 
 import fsspec
 import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
@@ -23,16 +25,40 @@ def _any_case(extension: str) -> str:
 IMAGE_GLOB = "*.{" + ",".join(_any_case(e.lstrip(".")) for e in IMAGE_EXTENSIONS) + "}"
 
 
+def _local_files(base: str) -> dict[str, int]:
+    """Files below a local folder and their sizes, through symlinked folders as Hadoop's listing goes.
+
+    A symlinked folder is listed under its link's path, where Spark reads it. A link
+    back to a folder above it is an error: Spark would follow it some forty times
+    over and read the same images again under ever longer paths.
+    """
+    if os.path.isfile(base):
+        return {base: os.path.getsize(base)}
+    found: dict[str, int] = {}
+    above = {base: {os.path.realpath(base)}}
+    for folder, subfolders, files in os.walk(base, followlinks=True):
+        chain = above.pop(folder)
+        for sub in subfolders:
+            path = os.path.join(folder, sub)
+            real = os.path.realpath(path)
+            if real in chain:
+                raise ValueError(f"{path} links back to {real}, a folder above it: remove the link (a symlink loop)")
+            above[path] = chain | {real}
+        for name in files:
+            path = os.path.join(folder, name)
+            found[path] = os.path.getsize(path)
+    return found
+
+
 def list_image_files(root: str) -> dict[str, int]:
     """Every image file below `root` and its size, keyed by Hadoop path string (`file:/…`, `s3a://…`)."""
     fs, base = fsspec.core.url_to_fs(root)
-    scheme = root.split("://", 1)[0] if "://" in root else None
-    found = fs.find(base, detail=True)
-    return {
-        f"{scheme}://{p}" if scheme else f"file:{p}": int(info.get("size") or 0)
-        for p, info in found.items()
-        if p.lower().endswith(IMAGE_EXTENSIONS)
-    }
+    if isinstance(fs, LocalFileSystem):
+        found = {f"file:{p}": size for p, size in _local_files(base).items()}
+    else:
+        scheme = root.split("://", 1)[0]
+        found = {f"{scheme}://{p}": int(info.get("size") or 0) for p, info in fs.find(base, detail=True).items()}
+    return {path: size for path, size in found.items() if path.lower().endswith(IMAGE_EXTENSIONS)}
 
 
 def hadoop_path(uri: str) -> str:
