@@ -25,8 +25,12 @@ def _any_case(extension: str) -> str:
 IMAGE_GLOB = "*.{" + ",".join(_any_case(e.lstrip(".")) for e in IMAGE_EXTENSIONS) + "}"
 
 
-def _local_files(base: str) -> dict[str, int]:
-    """Files below a local folder and their sizes, through symlinked folders as Hadoop's listing goes.
+def _unreadable(error: OSError) -> None:
+    raise error  # a folder that cannot be listed fails the run: its images would be missed without a trace
+
+
+def _local_image_files(base: str) -> dict[str, int]:
+    """Image files below a local folder and their sizes, through symlinked folders as Hadoop's listing goes.
 
     A symlinked folder is listed under its link's path, where Spark reads it. A link
     back to a folder above it is an error: Spark would follow it some forty times
@@ -36,7 +40,7 @@ def _local_files(base: str) -> dict[str, int]:
         return {base: os.path.getsize(base)}
     found: dict[str, int] = {}
     above = {base: {os.path.realpath(base)}}
-    for folder, subfolders, files in os.walk(base, followlinks=True):
+    for folder, subfolders, files in os.walk(base, onerror=_unreadable, followlinks=True):
         chain = above.pop(folder)
         for sub in subfolders:
             path = os.path.join(folder, sub)
@@ -45,8 +49,9 @@ def _local_files(base: str) -> dict[str, int]:
                 raise ValueError(f"{path} links back to {real}, a folder above it: remove the link (a symlink loop)")
             above[path] = chain | {real}
         for name in files:
-            path = os.path.join(folder, name)
-            found[path] = os.path.getsize(path)
+            if name.lower().endswith(IMAGE_EXTENSIONS):  # other files, broken links among them, are not read
+                path = os.path.join(folder, name)
+                found[path] = os.path.getsize(path)
     return found
 
 
@@ -54,7 +59,7 @@ def list_image_files(root: str) -> dict[str, int]:
     """Every image file below `root` and its size, keyed by Hadoop path string (`file:/…`, `s3a://…`)."""
     fs, base = fsspec.core.url_to_fs(root)
     if isinstance(fs, LocalFileSystem):
-        found = {f"file:{p}": size for p, size in _local_files(base).items()}
+        found = {f"file:{p}": size for p, size in _local_image_files(base).items()}
     else:
         scheme = root.split("://", 1)[0]
         found = {f"{scheme}://{p}": int(info.get("size") or 0) for p, info in fs.find(base, detail=True).items()}
