@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from fruits_assets.spark.images import IMAGE_GLOB, hadoop_path, list_image_files
+from fruits_assets.spark.images import binary_files, hadoop_path, list_image_files
 from fruits_assets_tests.conftest import fruit_jpeg
 
 
 def _spark_listing(spark, root: Path) -> set[str]:
-    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB)
-    return {hadoop_path(uri) for uri in files.load(str(root)).inputFiles()}
+    return {hadoop_path(uri) for uri in binary_files(spark, str(root)).inputFiles()}
 
 
 def test_symlinked_folders_are_listed_under_the_link_as_spark_reads_them(spark, tmp_path: Path):

@@ -81,6 +81,12 @@ def _read_bytes(paths: Iterator[pd.Series]) -> Iterator[pd.Series]:
         yield pd.Series(contents)
 
 
+def binary_files(spark: SparkSession, root: str) -> DataFrame:
+    """Spark's own reader of the image files below `root`: what it lists, it reads."""
+    reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+    return reader.option("pathGlobFilter", IMAGE_GLOB).load(root)
+
+
 def read_image_files(spark: SparkSession, root: str, listed: dict[str, int]) -> DataFrame:
     """The image files `listed` below `root`: path, modificationTime, length, content, content_hash.
 
@@ -90,12 +96,7 @@ def read_image_files(spark: SparkSession, root: str, listed: dict[str, int]) -> 
     are read by a Python task instead. `content_hash` (SHA-256 of the bytes)
     identifies an image whatever its name: features are reused by it across runs.
     """
-    files = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", IMAGE_GLOB)
-        .load(root)
-    )
+    files = binary_files(spark, root)
     scanned = {hadoop_path(uri) for uri in files.inputFiles()}
     skipped = sorted(path for path, size in listed.items() if path not in scanned or size == 0)
     if skipped:
