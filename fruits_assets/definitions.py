@@ -1,83 +1,115 @@
 """The Dagster definitions: the asset graph, its checks, and the resources of the chosen deployment.
 
-`FRUITS_DEPLOYMENT` picks the deployment: `local` (default: local Spark, local files
-or S3), `cluster` (any Spark master, `FRUITS_SPARK_MASTER`; images and storage on
+`FRUITS_DEPLOYMENT` picks a row of `RESOURCES_BY_DEPLOYMENT`: `local` (default:
+local Spark, local files or S3), `cluster` (any Spark master; images and storage on
 S3 or a file system every node shares) or `emr` (each Spark step runs on an EMR
-cluster through dagster-aws's step launcher; storage on S3).
+cluster through dagster-aws's step launcher; storage on S3). The assets, checks and
+IO managers are the same in every row; only Spark's session and the step launcher differ.
 """
 
-import os
+import sys
+from collections.abc import Callable
+from typing import Any
 
 from dagster import (
     Definitions,
-    EnvVar,
     ResourceDefinition,
+    definitions,
     in_process_executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
 )
-from dagster._core.definitions.no_step_launcher import no_step_launcher
 
 from fruits_assets.assets import features, images, pca
+from fruits_assets.assets.config import RUN_CONFIG_CHECK, RunConfigCheck
 from fruits_assets.resources.emr import emr_step_launcher
-from fruits_assets.resources.io_managers import SparkMLModelIOManager, SparkParquetIOManager, pickle_io_manager
-from fruits_assets.resources.locations import DEFAULT_STORAGE, DataLocations
-from fruits_assets.resources.spark import (
-    STEP_LAUNCHER,
-    PySparkSession,
-    cluster_spark_config,
-    emr_spark_config,
-    local_spark_config,
-    pyspark_session,
+from fruits_assets.resources.io_managers import (
+    CSV_IO_MANAGER,
+    JSON_IO_MANAGER,
+    MODEL_IO_MANAGER,
+    PARQUET_IO_MANAGER,
+    JsonIOManager,
+    SparkCsvIOManager,
+    SparkMLModelIOManager,
+    SparkParquetIOManager,
 )
+from fruits_assets.resources.locations import LOCATIONS, DataLocations
+from fruits_assets.resources.s3 import EncryptedS3Resource
+from fruits_assets.resources.spark_resource import PYSPARK, STEP_LAUNCHER, SparkResource
+from fruits_assets.settings import Settings
+from fruits_assets.spark.config import app_config, cluster_config, local_config, s3a_config
 
 ASSET_MODULES = [images, features, pca]
-DEPLOYMENTS = ("local", "cluster", "emr")
+NO_STEP_LAUNCHER = ResourceDefinition.none_resource(description="Every step runs in the run's own process.")
 
 
-def spark_for(deployment: str, *locations: str) -> PySparkSession:
-    """The one PySpark resource of a deployment."""
-    if deployment == "local":
-        return pyspark_session(local_spark_config(), *locations)
-    if deployment == "cluster":
-        master = os.environ.get("FRUITS_SPARK_MASTER")
-        if not master:
-            raise ValueError("FRUITS_DEPLOYMENT=cluster needs FRUITS_SPARK_MASTER (e.g. spark://host:7077)")
-        return pyspark_session(cluster_spark_config(master), *locations)
-    if deployment == "emr":
-        return PySparkSession(spark_config=emr_spark_config())
-    raise ValueError(f"unknown FRUITS_DEPLOYMENT {deployment!r}: expected one of {', '.join(DEPLOYMENTS)}")
+def _spark(settings: Settings, deployment_config: dict[str, str]) -> SparkResource:
+    """The session of a deployment: the project's app settings, the deployment's, S3A where the data is on S3."""
+    config = app_config(settings.worker_python, driver_python=sys.executable) | deployment_config
+    if settings.needs_s3:
+        config |= s3a_config(settings.aws_endpoint_url, settings.aws_region, settings.kms_key_id)
+    return SparkResource(spark_config=config)
 
 
-def step_launcher_for(deployment: str) -> ResourceDefinition:
-    """EMR's step launcher where the run is orchestrated; none inside the step that spark-submit started."""
-    inside_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    return emr_step_launcher if deployment == "emr" and not inside_spark_submit else no_step_launcher
+def local_resources(settings: Settings) -> dict[str, Any]:
+    return {PYSPARK: _spark(settings, local_config()), STEP_LAUNCHER: NO_STEP_LAUNCHER}
 
 
-def build_defs(images_root: str | EnvVar, storage_root: str, deployment: str = "local") -> Definitions:
-    """The whole graph, reading images from `images_root` and storing under `storage_root`."""
-    images_location = images_root if isinstance(images_root, str) else images_root.get_value() or ""
-    pyspark = spark_for(deployment, images_location, storage_root)
-    locations = DataLocations(images=images_root, storage=storage_root)
+def cluster_resources(settings: Settings) -> dict[str, Any]:
+    return {
+        PYSPARK: _spark(settings, cluster_config(settings.spark_master or "", settings.driver_ip)),
+        STEP_LAUNCHER: NO_STEP_LAUNCHER,
+    }
+
+
+def emr_resources(settings: Settings) -> dict[str, Any]:
+    """On the orchestrating host, the EMR step launcher; inside a step, YARN and EMRFS from the cluster's defaults."""
+    spark = SparkResource(spark_config=app_config(settings.worker_python, driver_python=sys.executable))
+    if settings.inside_spark_submit:
+        return {PYSPARK: spark, STEP_LAUNCHER: NO_STEP_LAUNCHER}
+    launcher = emr_step_launcher(
+        settings.emr_cluster_id or "",
+        settings.staging,
+        settings.aws_region,
+        settings.kms_key_id,
+        settings.step_environment(),
+    )
+    return {PYSPARK: spark, STEP_LAUNCHER: launcher}
+
+
+RESOURCES_BY_DEPLOYMENT: dict[str, Callable[[Settings], dict[str, Any]]] = {
+    "local": local_resources,
+    "cluster": cluster_resources,
+    "emr": emr_resources,
+}
+
+
+def build_defs(settings: Settings) -> Definitions:
+    """The whole graph, reading and storing where `settings` say, on their deployment's resources."""
+    resources = RESOURCES_BY_DEPLOYMENT[settings.deployment](settings)
+    pyspark = resources[PYSPARK]
+    locations = DataLocations(images=settings.images, storage=settings.storage)
+    s3 = EncryptedS3Resource(
+        kms_key_id=settings.kms_key_id, region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+    )
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
         resources={
-            "pyspark": pyspark,
-            STEP_LAUNCHER: step_launcher_for(deployment),
-            "locations": locations,
-            images.SPARK_PARQUET: SparkParquetIOManager(locations=locations, pyspark=pyspark),
-            pca.SPARK_ML: SparkMLModelIOManager(locations=locations, pyspark=pyspark),
-            "io_manager": pickle_io_manager(storage_root),
+            **resources,
+            LOCATIONS: locations,
+            RUN_CONFIG_CHECK: RunConfigCheck(),
+            PARQUET_IO_MANAGER: SparkParquetIOManager(locations=locations, pyspark=pyspark),
+            CSV_IO_MANAGER: SparkCsvIOManager(locations=locations, pyspark=pyspark),
+            MODEL_IO_MANAGER: SparkMLModelIOManager(locations=locations, pyspark=pyspark),
+            JSON_IO_MANAGER: JsonIOManager(locations=locations, s3=s3),
         },
         # One process runs every step, so one Spark session (one JVM) serves the whole run.
         executor=in_process_executor,
     )
 
 
-defs = build_defs(
-    EnvVar("FRUITS_IMAGES"),
-    os.environ.get("FRUITS_STORAGE", str(DEFAULT_STORAGE)),
-    os.environ.get("FRUITS_DEPLOYMENT", "local"),
-)
+@definitions
+def defs() -> Definitions:
+    """What `dagster` loads: the settings the environment holds, read when the definitions load, not on import."""
+    return build_defs(Settings.from_environment())

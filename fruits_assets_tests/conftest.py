@@ -99,9 +99,19 @@ def write_tree(root: Path, layout: dict[str, int], colors: dict[str, tuple[int, 
     return written
 
 
+def run_graph(images: Path, storage: Path, run_config: dict | None = None, raise_on_error: bool = True):
+    """Every asset and check in this process, on the local deployment, as `make run` materializes them."""
+    from fruits_assets.definitions import build_defs
+    from fruits_assets.settings import Settings
+
+    job = build_defs(Settings(images=str(images), storage=str(storage))).resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(run_config=run_config or {}, raise_on_error=raise_on_error)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """The project's own local session (what the assets use), shared by every Spark test."""
-    from fruits_assets.resources.spark import local_spark_config, pyspark_session
+    from fruits_assets.resources.spark_resource import SparkResource
+    from fruits_assets.spark.config import app_config, local_config
 
-    return pyspark_session(local_spark_config()).spark_session
+    return SparkResource(spark_config=app_config(sys.executable, sys.executable) | local_config()).spark_session

@@ -10,10 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fruits_assets.definitions import build_defs
-from fruits_assets.vision.preprocess import CORRUPT, EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED
+from fruits_assets.vision.reasons import Reason
 
-from .conftest import fruit_jpeg, write_tree
+from .conftest import fruit_jpeg, run_graph, write_tree
 from .test_preprocess import corrupted, encode, png_header_only
 
 LAYOUT = {"Training/Apple Red 1": 5, "Training/Banana 1": 5, "Test/Apple Red 1": 3, "Test/Banana 1": 3}
@@ -54,11 +53,11 @@ ODD_BUT_FINE = {
 }
 # Files that do not: rejected, each with its reason.
 BROKEN = {
-    "Test/Banana 1/empty.jpg": (lambda: b"", EMPTY),
-    "Test/Banana 1/notes.png": (lambda: b"shopping list: bananas", NOT_AN_IMAGE),
-    "Training/Apple Red 1/cut short.jpg": (lambda: fruit_jpeg((200, 20, 30))[:1200], TRUNCATED),
-    "Training/Banana 1/damaged.png": (lambda: corrupted(fruit_jpeg((240, 220, 40), fmt="PNG"), at=100), CORRUPT),
-    "Training/Banana 1/bomb.png": (lambda: png_header_only(60_000, 60_000), TOO_LARGE),
+    "Test/Banana 1/empty.jpg": (lambda: b"", Reason.EMPTY),
+    "Test/Banana 1/notes.png": (lambda: b"shopping list: bananas", Reason.NOT_AN_IMAGE),
+    "Training/Apple Red 1/cut short.jpg": (lambda: fruit_jpeg((200, 20, 30))[:1200], Reason.TRUNCATED),
+    "Training/Banana 1/damaged.png": (lambda: corrupted(fruit_jpeg((240, 220, 40), fmt="PNG"), at=100), Reason.CORRUPT),
+    "Training/Banana 1/bomb.png": (lambda: png_header_only(60_000, 60_000), Reason.TOO_LARGE),
     "at the root.jpg": (lambda: fruit_jpeg((1, 2, 3)), "unlabeled"),
 }
 
@@ -74,8 +73,7 @@ def build_tree(root: Path) -> None:
 
 
 def materialize(root: Path, storage: Path):
-    job = build_defs(str(root), str(storage)).resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process()
+    result = run_graph(root, storage)
     assert result.success
     return result
 
@@ -178,11 +176,10 @@ def test_only_new_and_changed_images_are_featurized(tmp_path):
 def test_a_root_whose_images_are_all_broken_is_a_clear_error(tmp_path):
     (tmp_path / "images" / "Kiwi 1").mkdir(parents=True)
     (tmp_path / "images" / "Kiwi 1" / "broken.jpg").write_bytes(b"no image here")
-    job = build_defs(str(tmp_path / "images"), str(tmp_path / "storage")).resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(raise_on_error=False)
+    result = run_graph(tmp_path / "images", tmp_path / "storage", raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "pca_model"
     assert "every image was rejected (see the rejected_images asset)" in str(failure.step_failure_data.error)
     rejected = pq.read_table(tmp_path / "storage" / "rejected_images").to_pandas()
-    assert rejected["reason"].tolist() == [NOT_AN_IMAGE]
+    assert rejected["reason"].tolist() == [Reason.NOT_AN_IMAGE]

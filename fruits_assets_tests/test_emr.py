@@ -9,8 +9,8 @@ marks the step COMPLETED or FAILED. The launcher reads the step's events back fr
 """
 
 import io
+import json
 import os
-import pickle
 import subprocess
 import sys
 import threading
@@ -26,7 +26,7 @@ from moto.emr.models import emr_backends
 from moto.server import ThreadedMotoServer
 from pyspark.find_spark_home import _find_spark_home
 
-from fruits_assets.resources.spark import s3a_config
+from fruits_assets.spark.config import s3a_config
 
 from .conftest import aws_client, free_port, fruit_jpeg, loopback_aws, materialize_command
 
@@ -53,7 +53,7 @@ class EmrStepRunner(threading.Thread):
         """The step's command with what only EMR has replaced: YARN, EMRFS, its spark-defaults."""
         s3 = aws_client("s3", self.env)
         command = [str(Path(_find_spark_home()) / "bin" / "spark-submit")]
-        emulated = s3a_config(self.env["AWS_ENDPOINT_URL"]) | {
+        emulated = s3a_config(self.env["AWS_ENDPOINT_URL"], self.env["AWS_REGION"]) | {
             "spark.pyspark.python": sys.executable,  # the bootstrap's /opt/fruits/bin/python
             "spark.pyspark.driver.python": sys.executable,
             "spark.driver.host": "127.0.0.1",
@@ -201,10 +201,10 @@ def test_the_events_came_back_and_the_asset_is_materialized_on_s3(emr_run):
     assert sum(p.num_rows for p in parts) == 6
 
 
-def test_a_small_python_value_came_back_from_the_step_through_the_s3_io_manager(emr_run):
+def test_a_small_python_value_came_back_from_the_step_as_json_on_s3(emr_run):
     s3, _, _, _, instance = emr_run
     event = instance.get_latest_materialization_event(AssetKey("class_index"))
     assert event.asset_materialization.metadata["classes"].value == 2
-    stored = s3.get_object(Bucket=BUCKET, Key="out/class_index")
-    assert pickle.loads(stored["Body"].read()) == {"Apple Red 1": 0, "Banana 1": 1}
+    stored = s3.get_object(Bucket=BUCKET, Key="out/class_index.json")
+    assert json.loads(stored["Body"].read()) == {"Apple Red 1": 0, "Banana 1": 1}
     assert stored["ServerSideEncryption"] == "AES256"

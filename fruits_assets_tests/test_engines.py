@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from fruits_assets.vision.engines import build_engine, check_engine, engine_payload, litert_flatbuffer
+from fruits_assets.prepare import prepare_litert_model
+from fruits_assets.vision.engines import build_engine, engine_payload, litert_flatbuffer, litert_model_path
 from fruits_assets.vision.features import FeaturizeTimings, featurize_images
-from fruits_assets.vision.preprocess import ImageRejected
+from fruits_assets.vision.featurizer import check_engine
+from fruits_assets.vision.reasons import ImageRejected
 
 from .conftest import fruit_jpeg
 
@@ -40,11 +42,14 @@ def test_undecodable_image_error_names_its_path(engines):
         featurize_images(engines["litert"], [IMAGES[0], b"\xff\xd8 junk"], ["a/ok.jpg", "b/broken.jpg"], 8)
 
 
-def test_litert_model_is_cached_by_weights_hash(tmp_path):
+def test_the_litert_model_is_prepared_once_and_read_at_run_time(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make setup"):
+        litert_flatbuffer(tmp_path)  # not prepared here: a clear error, no conversion at run time
+    path = prepare_litert_model(tmp_path)
+    assert path == litert_model_path(tmp_path) and list(tmp_path.iterdir()) == [path]
     first = litert_flatbuffer(tmp_path)
-    cached = list(tmp_path.glob("mobilenet_v2_features-*.tflite"))
-    assert len(cached) == 1 and cached[0].read_bytes() == first
-    assert litert_flatbuffer(tmp_path) == first
+    assert first == path.read_bytes() and len(first) > 1_000_000
+    assert prepare_litert_model(tmp_path).stat().st_mtime_ns == path.stat().st_mtime_ns  # not converted again
 
 
 def test_unknown_engine_is_a_clear_error():

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fruits_assets.vision.preprocess import REJECTION_REASONS, decode_resized, rejection_of
+from fruits_assets.vision.preprocess import decode_resized, rejection_of
+from fruits_assets.vision.reasons import Reason
 
 from .conftest import fruit_jpeg
 
@@ -46,7 +47,7 @@ def assert_featurizable_or_rejected(content: bytes) -> None:
         pixels = decode_resized(content)
         assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
     else:
-        assert rejection.reason in REJECTION_REASONS and rejection.message
+        assert rejection.reason in set(Reason) and rejection.message
 
 
 FUZZ = settings(

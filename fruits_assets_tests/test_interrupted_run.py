@@ -71,5 +71,5 @@ def test_a_killed_run_leaves_every_previous_output_intact_and_the_next_run_compl
     assert len(after["paths"]) == 1212 and set(before["paths"]) < set(after["paths"])
     assert sorted(p.name for p in storage.iterdir()) == sorted(
         ["labeled_images", "mobilenet_features", "pca_features", "pca_features.csv", "pca_model", "raw_images"]
-        + ["rejected_images", "class_index"]
+        + ["rejected_images", "class_index.json"]
     )

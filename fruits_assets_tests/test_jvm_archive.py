@@ -2,14 +2,8 @@
 
 from pathlib import Path
 
-from fruits_assets.resources.jvm_archive import (
-    ARCHIVE,
-    JAVA_OPTIONS,
-    driver_java_options,
-    in_fresh_process,
-    start_with,
-)
-from fruits_assets.resources.spark import local_spark_config
+from fruits_assets.prepare import in_fresh_process, start_with
+from fruits_assets.spark.config import CLASS_ARCHIVE, JAVA_OPTIONS, driver_java_options, local_config
 
 
 def test_options_name_the_archive_only_once_it_exists(tmp_path: Path):
@@ -20,14 +14,14 @@ def test_options_name_the_archive_only_once_it_exists(tmp_path: Path):
 
 
 def test_local_sessions_map_the_archive_make_setup_built():
-    assert ARCHIVE.is_file(), f"make setup builds {ARCHIVE}"
-    assert local_spark_config()[JAVA_OPTIONS] == f"-XX:SharedArchiveFile={ARCHIVE}"
+    assert CLASS_ARCHIVE.is_file(), f"make setup builds {CLASS_ARCHIVE}"
+    assert local_config()[JAVA_OPTIONS] == f"-XX:SharedArchiveFile={CLASS_ARCHIVE}"
     # -Xshare:on: the driver JVM fails to start unless it maps the archive (same JVM build, same jars).
-    assert in_fresh_process(start_with, ARCHIVE) == 0
+    assert in_fresh_process(start_with, CLASS_ARCHIVE) == 0
 
 
 def test_a_truncated_archive_fails_the_check_that_guards_its_installation(tmp_path: Path):
     truncated = tmp_path / "truncated.jsa"
-    with ARCHIVE.open("rb") as full:
-        truncated.write_bytes(full.read(ARCHIVE.stat().st_size // 4))
+    with CLASS_ARCHIVE.open("rb") as full:
+        truncated.write_bytes(full.read(CLASS_ARCHIVE.stat().st_size // 4))
     assert in_fresh_process(start_with, truncated) != 0

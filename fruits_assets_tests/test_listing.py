@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from fruits_assets.spark.images import binary_files, hadoop_path, list_image_files
+from fruits_assets.spark.listing import list_image_files
+from fruits_assets.spark.reading import binary_files, hadoop_path
 from fruits_assets_tests.conftest import fruit_jpeg
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from fruits_assets.spark.images import IMAGE_GLOB
+from fruits_assets.spark.reading import IMAGE_GLOB
 from fruits_assets.vision.paths import label_and_split, path_parts
 
 

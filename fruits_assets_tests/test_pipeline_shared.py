@@ -17,7 +17,7 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 from PIL import Image
 
-from fruits_assets.vision.preprocess import CORRUPT, EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED
+from fruits_assets.vision.reasons import Reason
 
 from .conftest import materialize_in_shell, shared_path
 from .test_preprocess import corrupted, png_header_only
@@ -31,11 +31,11 @@ def mix_in_bad_files(images: Path) -> tuple[dict[str, str], list[str]]:
     labels = sorted(p.name for p in images.iterdir() if p.is_dir())
     real = sorted(images.glob("*/*.jpg"))[0].read_bytes()
     makers = {
-        EMPTY: lambda: b"",
-        NOT_AN_IMAGE: lambda: b"<html>an upload form's error page</html>",
-        TRUNCATED: lambda: real[: len(real) // 2],
-        CORRUPT: lambda: corrupted(_as_png(real), at=120),
-        TOO_LARGE: lambda: png_header_only(40_000, 40_000),
+        Reason.EMPTY: lambda: b"",
+        Reason.NOT_AN_IMAGE: lambda: b"<html>an upload form's error page</html>",
+        Reason.TRUNCATED: lambda: real[: len(real) // 2],
+        Reason.CORRUPT: lambda: corrupted(_as_png(real), at=120),
+        Reason.TOO_LARGE: lambda: png_header_only(40_000, 40_000),
     }
     broken = {}
     for i, (reason, make) in enumerate((r, m) for r, m in makers.items() for _ in range(BROKEN_PER_REASON)):

@@ -1,6 +1,6 @@
 """The graph in process on a tree the test writes: splits, awkward labels, configured k and engine."""
 
-import pickle
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckSeverity
 
-from fruits_assets.definitions import build_defs
-
-from .conftest import write_tree
+from .conftest import run_graph, write_tree
 
 LAYOUT = {
     "Training/Apple Golden 1": 4,
@@ -30,9 +28,8 @@ def run(tmp_path_factory):
     (root / "Test" / "notes.txt").write_text("not an image")
     (root / "Test" / "Apple Golden 1" / "UPPER.JPG").write_bytes((root / "Test/Apple Golden 1/0_100.jpg").read_bytes())
     storage = tmp_path_factory.mktemp("storage")
-    job = build_defs(str(root), str(storage)).resolve_implicit_global_asset_job_def()
     config = {"ops": {"pca_model": {"config": {"k": 3}}, "mobilenet_features": {"config": {"engine": "tensorflow"}}}}
-    return root, storage, job.execute_in_process(run_config=config)
+    return root, storage, run_graph(root, storage, config)
 
 
 def test_checks_pass_and_a_hand_picked_k_only_warns(run):
@@ -57,9 +54,7 @@ def test_ui_metadata_has_plots_previews_and_throughput(run):
     assert materializations["pca_model"]["explained_variance_plot"].value.startswith(
         "![explained variance](data:image/png;base64,"
     )
-    assert materializations["pca_features_csv"]["pc_scatter"].value.startswith(
-        "![first two principal components](data:"
-    )
+    assert materializations["pca_features"]["pc_scatter"].value.startswith("![first two principal components](data:")
     assert "| path" in materializations["labeled_images"]["preview"].value
     assert "array[1280]" in materializations["mobilenet_features"]["preview"].value
     assert materializations["mobilenet_features"]["path"].value == f"{storage}/mobilenet_features"
@@ -85,11 +80,9 @@ def test_labels_and_splits_come_from_folders(run):
     assert not labeled["path"].str.endswith("notes.txt").any()
 
 
-def test_class_index_is_a_small_python_value_under_the_storage_root(run):
+def test_class_index_is_json_under_the_storage_root(run):
     _, storage, result = run
-    # Pickled by Dagster's filesystem IO manager, at the key dagster-aws's S3 IO manager uses on S3.
-    with (storage / "class_index").open("rb") as file:
-        stored = pickle.load(file)
+    stored = json.loads((storage / "class_index.json").read_text(encoding="utf-8"))
     assert stored == {"Apple Golden 1": 0, 'Kiwi, "gold"': 1, "Pêche ünd 桃": 2}
     assert result.output_for_node("screen_images", "class_index") == stored
 
@@ -109,8 +102,7 @@ def test_csv_round_trips_awkward_labels_with_configured_k(run):
 
 
 def _first_failure(images_root: Path, storage: Path) -> str:
-    job = build_defs(str(images_root), str(storage)).resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(raise_on_error=False)
+    result = run_graph(images_root, storage, raise_on_error=False)
     assert not result.success
     return str(next(e for e in result.all_events if e.is_step_failure).step_failure_data.error)
 

@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruits_assets.vision.preprocess import (
-    CORRUPT,
-    EMPTY,
-    NOT_AN_IMAGE,
-    TOO_LARGE,
-    TRUNCATED,
-    ImageRejected,
-    decode_resized,
-    decoded_rgb,
-    rejection_of,
-)
+from fruits_assets.vision.preprocess import decode_resized, decoded_rgb, rejection_of
+from fruits_assets.vision.reasons import ImageRejected, Reason
 
 from .conftest import fruit_jpeg
 
@@ -106,14 +97,14 @@ def test_the_format_comes_from_the_bytes_not_the_extension():
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (b"", EMPTY),
-        (b"not an image at all", NOT_AN_IMAGE),
-        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", NOT_AN_IMAGE),  # Pillow would run Ghostscript
-        (fruit_jpeg((1, 2, 3))[:1500], TRUNCATED),
-        (fruit_jpeg((1, 2, 3), fmt="PNG")[:-200], TRUNCATED),
-        (png_header_only(100_000, 100_000), TOO_LARGE),  # 30 GB of pixels if it were decoded
-        (png_header_only(50, 50), TRUNCATED),  # the pixel data ends early
-        (corrupted(fruit_jpeg((1, 2, 3), fmt="PNG"), at=100), CORRUPT),
+        (b"", Reason.EMPTY),
+        (b"not an image at all", Reason.NOT_AN_IMAGE),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", Reason.NOT_AN_IMAGE),  # Pillow would run Ghostscript
+        (fruit_jpeg((1, 2, 3))[:1500], Reason.TRUNCATED),
+        (fruit_jpeg((1, 2, 3), fmt="PNG")[:-200], Reason.TRUNCATED),
+        (png_header_only(100_000, 100_000), Reason.TOO_LARGE),  # 30 GB of pixels if it were decoded
+        (png_header_only(50, 50), Reason.TRUNCATED),  # the pixel data ends early
+        (corrupted(fruit_jpeg((1, 2, 3), fmt="PNG"), at=100), Reason.CORRUPT),
     ],
 )
 def test_what_cannot_be_featurized_is_rejected_with_its_reason(content, reason):
@@ -128,4 +119,4 @@ def test_the_pixel_limit_is_configurable():
     content = fruit_jpeg((1, 2, 3))  # 100x100
     assert rejection_of(content, max_pixels=10_000) is None
     rejection = rejection_of(content, max_pixels=9_999)
-    assert rejection is not None and rejection.reason == TOO_LARGE and "100x100" in rejection.message
+    assert rejection is not None and rejection.reason == Reason.TOO_LARGE and "100x100" in rejection.message

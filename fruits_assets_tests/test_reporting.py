@@ -3,7 +3,7 @@
 import base64
 import time
 
-from fruits_assets.plots import explained_variance_png, markdown_image, pc_scatter_png
+from fruits_assets.assets.plots import explained_variance_png, markdown_image, pc_scatter_png
 from fruits_assets.spark.progress import progress_lines
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,15 +1,15 @@
 """Images and storage on S3: a real S3-compatible server (moto's standalone server) on loopback.
 
 The whole graph is materialized from the shell with `FRUITS_IMAGES` and `FRUITS_STORAGE` on
-`s3://`, Spark going through Hadoop's S3A connector and `class_index` through dagster-aws's S3 IO
-manager, and the outputs are read back with boto3: once with SSE-S3, once with SSE-KMS under a key
+`s3://`, Spark going through Hadoop's S3A connector and `class_index` written as JSON by boto3,
+and the outputs are read back with boto3: once with SSE-S3, once with SSE-KMS under a key
 from the same server's KMS API. Keys carry spaces, accents, non-Latin scripts, quotes and deep
 nesting; broken files are mixed in.
 """
 
 import io
+import json
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -116,9 +116,9 @@ def test_outputs_keep_the_local_layout_under_the_storage_prefix(materialized):
         "pca_model",
         "pca_features",
         "pca_features.csv",
-        "class_index",  # a small Python value, pickled by dagster-aws's S3 IO manager
+        "class_index.json",  # a small Python value, as JSON
     }
-    class_index = pickle.loads(_read(s3, "out/class_index"))
+    class_index = json.loads(_read(s3, "out/class_index.json"))
     assert class_index == {label: i for i, label in enumerate(sorted(folder.split("/")[-1] for folder in IMAGES))}
 
 
@@ -131,7 +131,7 @@ def test_every_object_is_written_with_server_side_encryption(materialized):
 def test_every_object_is_encrypted_with_the_configured_kms_key(materialized_with_kms):
     s3, key = materialized_with_kms
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="kms-out/")["Contents"]]
-    assert "kms-out/pca_features.csv" in keys and "kms-out/class_index" in keys
+    assert "kms-out/pca_features.csv" in keys and "kms-out/class_index.json" in keys
     heads = [s3.head_object(Bucket=BUCKET, Key=k) for k in keys]
     assert {(h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")) for h in heads} == {("aws:kms", key)}
 

@@ -8,10 +8,10 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetOut,
-    Config,
     MetadataValue,
     Output,
     ResourceParam,
+    StepLauncher,
     TableColumn,
     TableRecord,
     TableSchema,
@@ -19,46 +19,40 @@ from dagster import (
     asset_check,
     multi_asset,
 )
-from dagster._core.definitions.step_launcher import StepLauncher
-from dagster_pyspark import LazyPySparkResource
-from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fruits_assets.assets.config import RunConfigCheck, ScreeningConfig
+from fruits_assets.resources.io_managers import JSON_IO_MANAGER, PARQUET_IO_MANAGER
 from fruits_assets.resources.locations import DataLocations
-from fruits_assets.spark.files import path_exists
-from fruits_assets.spark.images import is_image_path, list_image_files, read_image_files, with_screening
+from fruits_assets.resources.spark_resource import SparkResource
+from fruits_assets.spark.listing import list_image_files, root_exists
+from fruits_assets.spark.reading import is_image_path, read_image_files
 from fruits_assets.spark.reconcile import account_for
+from fruits_assets.spark.screening import with_screening
 from fruits_assets.vision.paths import IMAGE_EXTENSIONS
-from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
-
-SPARK_PARQUET = "spark_parquet_io_manager"
 
 
-@asset(io_manager_key=SPARK_PARQUET, group_name="images", kinds={"spark", "parquet"})
+@asset(io_manager_key=PARQUET_IO_MANAGER, group_name="images", kinds={"spark", "parquet"})
 def raw_images(
-    pyspark: LazyPySparkResource, locations: DataLocations, pyspark_step_launcher: ResourceParam[StepLauncher]
+    pyspark: SparkResource,
+    locations: DataLocations,
+    run_config_check: RunConfigCheck,
+    pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> DataFrame:
     """Every .jpg, .jpeg and .png file (any case) below the images root, with its bytes and their SHA-256.
 
     Keeping the bytes in one Parquet dataset turns many small files into a few
-    large ones, which later stages (and object stores) read far faster.
+    large ones, which later stages (and object stores) read far faster. The root
+    is listed before Spark starts: a missing or empty root fails without starting it.
     """
-    spark, root = pyspark.spark_session, locations.images_root
-    if not path_exists(spark, root):
+    root = locations.images_root
+    if not root_exists(root):
         raise FileNotFoundError(f"images root {root} does not exist (set FRUITS_IMAGES)")
     listed = list_image_files(root)
     if not listed:
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    return read_image_files(spark, root, listed)
-
-
-class ScreeningConfig(Config):
-    max_pixels: int = Field(
-        default=DEFAULT_MAX_PIXELS,
-        ge=1,
-        description="Images with more pixels are rejected as too_large, from their header, before decoding.",
-    )
+    return read_image_files(pyspark.spark_session, root, listed)
 
 
 def _count_table(rows: list, columns: list[str], count_column: str) -> MetadataValue:
@@ -71,20 +65,21 @@ def _count_table(rows: list, columns: list[str], count_column: str) -> MetadataV
 @multi_asset(
     outs={
         "labeled_images": AssetOut(
-            io_manager_key=SPARK_PARQUET,
+            io_manager_key=PARQUET_IO_MANAGER,
             group_name="images",
             kinds={"spark", "parquet"},
             description="`path, label, split, content_hash` of every image that decodes and has a label folder.",
         ),
         "rejected_images": AssetOut(
-            io_manager_key=SPARK_PARQUET,
+            io_manager_key=PARQUET_IO_MANAGER,
             group_name="images",
             kinds={"spark", "parquet"},
             description="`path, label, split, reason, message` of every image that cannot be featurized, and why.",
         ),
         "class_index": AssetOut(
+            io_manager_key=JSON_IO_MANAGER,
             group_name="images",
-            kinds={"python"},
+            kinds={"json"},
             description="`{label: class id}`: the labels of labeled_images, sorted, numbered from 0, for classifiers.",
         ),
     },
@@ -94,6 +89,7 @@ def screen_images(
     config: ScreeningConfig,
     raw_images: DataFrame,
     locations: DataLocations,
+    run_config_check: RunConfigCheck,
     pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> Iterator[Output]:
     """Label each image from its folders, decode it, and split the images into labeled and rejected.

@@ -1,4 +1,4 @@
-"""PCA reduction of the features, and the reduced matrix as CSV and Parquet."""
+"""PCA reduction of the features: the fitted model, the reduced matrix, and that matrix as one CSV file."""
 
 import numpy as np
 import pandas as pd
@@ -9,47 +9,35 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
-    Config,
-    MaterializeResult,
     MetadataValue,
     ResourceParam,
+    StepLauncher,
     asset,
     asset_check,
 )
-from dagster._core.definitions.step_launcher import StepLauncher
-from dagster_pyspark import LazyPySparkResource
-from pydantic import Field
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.plots import explained_variance_png, markdown_image, pc_scatter_png
+from fruits_assets.assets.config import PCAConfig, RunConfigCheck
+from fruits_assets.assets.plots import explained_variance_png, markdown_image, pc_scatter_png
+from fruits_assets.resources.io_managers import CSV_IO_MANAGER, MODEL_IO_MANAGER, PARQUET_IO_MANAGER, csv_file_name
 from fruits_assets.resources.locations import DataLocations
-from fruits_assets.spark.files import write_parquet, write_single_csv
-from fruits_assets.spark.pca import explained_variance, fit_pca, pca_k, project
-from fruits_assets.spark.preview import preview_markdown
+from fruits_assets.resources.spark_resource import SparkResource
+from fruits_assets.spark.pca import ID_COLUMNS, explained_variance, fit_pca, pca_k, project
 from fruits_assets.spark.progress import job_description
 
-SPARK_ML = "spark_ml_io_manager"
-CSV_NAME, PARQUET_NAME = "pca_features.csv", "pca_features"
-ID_COLUMNS = ["path", "label", "split"]
 PCA_MODEL_KEY = AssetKey("pca_model")
 CSV_DECIMALS = 6  # beyond float32 features' precision, and far above run-to-run rounding noise
 SCATTER_POINTS = 5000  # a sample is enough to see the clusters, whatever the number of images
 
 
-class PCAConfig(Config):
-    k: int | None = Field(default=None, ge=1, description="Components to keep; by default chosen by variance_target.")
-    variance_target: float = Field(
-        default=0.90, gt=0, le=1, description="Smallest cumulative explained variance the chosen k must reach."
-    )
-
-
-@asset(io_manager_key=SPARK_ML, group_name="reduction", kinds={"spark"})
+@asset(io_manager_key=MODEL_IO_MANAGER, group_name="reduction", kinds={"spark"})
 def pca_model(
     context: AssetExecutionContext,
     config: PCAConfig,
-    pyspark: LazyPySparkResource,
+    pyspark: SparkResource,
+    run_config_check: RunConfigCheck,
     mobilenet_features: DataFrame,
     pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> PipelineModel:
@@ -75,41 +63,45 @@ def pca_model(
     return model
 
 
-@asset(group_name="reduction", kinds={"spark", "csv", "parquet"})
-def pca_features_csv(
-    pyspark: LazyPySparkResource,
-    locations: DataLocations,
+@asset(io_manager_key=PARQUET_IO_MANAGER, group_name="reduction", kinds={"spark", "parquet"})
+def pca_features(
+    context: AssetExecutionContext,
+    pyspark: SparkResource,
+    run_config_check: RunConfigCheck,
     pca_model: PipelineModel,
     mobilenet_features: DataFrame,
     pyspark_step_launcher: ResourceParam[StepLauncher],
-) -> MaterializeResult:
-    """`pca_features.csv` (header `path,label,split,pc_1,…,pc_k`) and the same rows as Parquet.
+) -> DataFrame:
+    """`path, label, split, pc_1 … pc_k` at full precision, ordered by path: the features in the PCA's basis.
 
-    Rows are ordered by path and components rounded to 6 decimals in the CSV (the
-    Parquet keeps full precision): the same images give the same CSV, byte for byte.
+    The UI shows the first two components of a sample, coloured by label.
     """
-    spark = pyspark.spark_session
-    parquet_path, csv_path = locations.path_of(PARQUET_NAME), locations.path_of(CSV_NAME)
-    with job_description(spark, "pca_features_csv: project and write CSV and Parquet"):
-        write_parquet(spark, project(pca_model, mobilenet_features), parquet_path)
-        stored = spark.read.parquet(parquet_path).orderBy("path")
-        pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
-        write_single_csv(spark, stored.select(*ID_COLUMNS, *pcs), csv_path)
-        rows = stored.count()
-        sample = stored.sample(fraction=min(1.0, SCATTER_POINTS / max(rows, 1)), seed=0)
-        points = sample.select("label", "pc_1", F.col("pc_2") if pca_k(pca_model) > 1 else F.lit(0.0).alias("pc_2"))
-        points = points.toPandas()
+    with job_description(pyspark.spark_session, "pca_features: sample for the scatter plot"):
+        rows = mobilenet_features.count()
+        sample = mobilenet_features.sample(fraction=min(1.0, SCATTER_POINTS / max(rows, 1)), seed=0)
+        second = F.col("pc_2") if pca_k(pca_model) > 1 else F.lit(0.0).alias("pc_2")
+        points = project(pca_model, sample).select("label", "pc_1", second).toPandas()
     scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
-    return MaterializeResult(
-        metadata={
+    context.add_output_metadata(
+        {
             "pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components")),
-            "csv_path": csv_path,
-            "parquet_path": parquet_path,
-            "rows": rows,
             "k": pca_k(pca_model),
-            "preview": MetadataValue.md(preview_markdown(stored.select(*ID_COLUMNS, "pc_1"))),
         }
     )
+    return project(pca_model, mobilenet_features)
+
+
+@asset(io_manager_key=CSV_IO_MANAGER, group_name="reduction", kinds={"spark", "csv"})
+def pca_features_csv(
+    run_config_check: RunConfigCheck, pca_features: DataFrame, pyspark_step_launcher: ResourceParam[StepLauncher]
+) -> DataFrame:
+    """`pca_features.csv` (header `path,label,split,pc_1,…,pc_k`): the reduced matrix as one file, for the app team.
+
+    Rows are ordered by path and components rounded to 6 decimals (`pca_features`
+    keeps full precision): the same images give the same CSV, byte for byte.
+    """
+    pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in pca_features.columns if c not in ID_COLUMNS]
+    return pca_features.orderBy("path").select(*ID_COLUMNS, *pcs)
 
 
 @asset_check(asset=pca_model, description="The model's explained variance reaches the target it was fitted for.")
@@ -141,7 +133,11 @@ def csv_has_k_components(
     pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> AssetCheckResult:
     k = pca_k(pca_model)
-    table = pd.read_csv(locations.path_of(CSV_NAME), keep_default_na=False, na_values={"split": [""]})
+    table = pd.read_csv(
+        locations.path_of(csv_file_name(pca_features_csv.key.to_user_string())),
+        keep_default_na=False,
+        na_values={"split": [""]},
+    )
     expected = ID_COLUMNS + [f"pc_{i + 1}" for i in range(k)]
     pcs = table[expected[3:]].to_numpy(dtype=float) if list(table.columns) == expected else np.empty(0)
     rows = mobilenet_features.count()

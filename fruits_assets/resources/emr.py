@@ -1,10 +1,13 @@
 """The EMR deployment: dagster-aws's PySpark step launcher runs each Spark step on an existing EMR cluster.
 
-The launcher stages the step (and this package, zipped, and the run's `FRUITS_*`
-settings) under `FRUITS_EMR_STAGING`, adds it to the cluster `FRUITS_EMR_CLUSTER_ID`
-as a `spark-submit` step, and replays the events the step writes back to S3. The
-nodes' Python environment comes from `bootstrap/install-fruits.sh`; EMR's own
-`s3://` file system serves the storage.
+The launcher stages the step (and this package, zipped, and the run's settings)
+under the staging prefix, adds it to the cluster as a `spark-submit` step, and
+replays the events the step writes back to S3. The nodes' Python environment
+comes from `bootstrap/install-fruits.sh`; EMR's own `s3://` file system serves
+the storage.
+
+This module is the project's one adapter to Dagster's internals: dagster-aws's
+launcher stages a pickled step run ref whose file name only `dagster._core` names.
 """
 
 import json
@@ -12,21 +15,18 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import boto3
-from dagster import InitResourceContext, resource
-from dagster._core.definitions.step_launcher import StepLauncher
+from dagster import ResourceDefinition, StepLauncher
 from dagster._core.execution.plan.external_step import PICKLED_STEP_RUN_REF_FILE_NAME
 from dagster_aws.emr.pyspark_step_launcher import CODE_ZIP_NAME, EmrPySparkStepLauncher
 
-from fruits_assets.resources.locations import bucket_and_prefix
 from fruits_assets.resources.s3 import encrypt_writes
 
 PACKAGE = Path(__file__).resolve().parents[1]
-STEP_SETTINGS = ("FRUITS_IMAGES", "FRUITS_STORAGE", "FRUITS_DEPLOYMENT", "FRUITS_KMS_KEY_ID")
 SETTINGS_FILE = "fruits_settings.json"
-EMR_REGION = "eu-west-3"  # Paris: the images are personal data under GDPR, they stay in the EU
 
 
 def zip_package(destination: str, package: Path = PACKAGE) -> None:
@@ -41,15 +41,19 @@ class PackageEmrStepLauncher(EmrPySparkStepLauncher):
 
     The stock launcher zips the whole folder it is given, which for a repository
     means its virtualenv and data; the step needs only the package. A step's
-    process on the cluster does not inherit this one's environment: the `FRUITS_*`
+    process on the cluster does not inherit this one's environment: the run's
     settings travel as a file beside the step, which `emr_step.py` reads first.
     """
+
+    def __init__(self, *, kms_key_id: str | None, step_environment: Mapping[str, str], **launcher) -> None:
+        super().__init__(**launcher)
+        self.kms_key_id, self.step_environment = kms_key_id, dict(step_environment)
 
     def _main_file_local_path(self):
         return str(Path(__file__).with_name("emr_step.py"))
 
     def _post_artifacts(self, log, step_run_ref, run_id, step_key):
-        s3 = encrypt_writes(boto3.client("s3", region_name=self.region_name), os.environ.get("FRUITS_KMS_KEY_ID"))
+        s3 = encrypt_writes(boto3.client("s3", region_name=self.region_name), self.kms_key_id)
 
         def upload(local_path: str, name: str) -> None:
             log.debug(f"Uploading {local_path} to {self._artifact_s3_uri(run_id, step_key, name)}")
@@ -64,28 +68,23 @@ class PackageEmrStepLauncher(EmrPySparkStepLauncher):
                 pickle.dump(step_run_ref, file)
             upload(ref, PICKLED_STEP_RUN_REF_FILE_NAME)
             settings = os.path.join(work, SETTINGS_FILE)
-            Path(settings).write_text(json.dumps({k: os.environ[k] for k in STEP_SETTINGS if k in os.environ}))
+            Path(settings).write_text(json.dumps(self.step_environment))
             upload(settings, SETTINGS_FILE)
 
 
-def staging_location(uri: str) -> tuple[str, str]:
-    """`s3://bucket/prefix` as (bucket, prefix)."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"FRUITS_EMR_STAGING must be an s3:// URI, got {uri!r}")
-    bucket, prefix = bucket_and_prefix(uri)
-    return bucket, prefix or "fruits-assets-staging"
-
-
-@resource(description="Runs each Spark step on the EMR cluster FRUITS_EMR_CLUSTER_ID.")
-def emr_step_launcher(_: InitResourceContext) -> StepLauncher:
-    cluster_id, staging = os.environ.get("FRUITS_EMR_CLUSTER_ID"), os.environ.get("FRUITS_EMR_STAGING")
-    if not cluster_id or not staging:
-        raise ValueError(
-            "FRUITS_DEPLOYMENT=emr needs FRUITS_EMR_CLUSTER_ID and FRUITS_EMR_STAGING (s3://bucket/prefix)"
-        )
-    bucket, prefix = staging_location(staging)
-    return PackageEmrStepLauncher(
-        region_name=os.environ.get("AWS_REGION", EMR_REGION),
+def emr_step_launcher(
+    cluster_id: str,
+    staging: tuple[str, str],
+    region: str,
+    kms_key_id: str | None,
+    step_environment: Mapping[str, str],
+) -> ResourceDefinition:
+    """The step launcher of the cluster `cluster_id`, staging under (bucket, prefix) `staging`."""
+    bucket, prefix = staging
+    launcher: StepLauncher = PackageEmrStepLauncher(
+        kms_key_id=kms_key_id,
+        step_environment=step_environment,
+        region_name=region,
         staging_bucket=bucket,
         staging_prefix=prefix,
         wait_for_logs=False,
@@ -95,3 +94,4 @@ def emr_step_launcher(_: InitResourceContext) -> StepLauncher:
         local_job_package_path=str(PACKAGE.parent),
         deploy_local_job_package=True,
     )
+    return ResourceDefinition.hardcoded_resource(launcher, "Runs each Spark step on the EMR cluster " + cluster_id)

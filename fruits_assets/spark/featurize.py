@@ -9,24 +9,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 from pyspark import Accumulator, AccumulatorParam, Broadcast, SparkContext, TaskContext
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, FloatType
 
-from fruits_assets.spark.files import path_exists, recover_interrupted
-from fruits_assets.vision.engines import FeatureEngine, build_engine, check_engine, engine_payload
+from fruits_assets.vision.engines import FeatureEngine, build_engine, engine_payload
 from fruits_assets.vision.features import FeaturizeTimings, featurize_images
+from fruits_assets.vision.featurizer import check_engine
 
-FEATURE_COLUMNS = ("path", "label", "split", "content_hash", "featurizer", "features")
 FEATURES_TYPE = ArrayType(FloatType(), containsNull=False)
-_KNOWN = StructType(
-    [
-        StructField("path", StringType()),
-        StructField("content_hash", StringType()),
-        StructField("featurizer", StringType()),
-        StructField("features", FEATURES_TYPE),
-    ]
-)
 
 # Per Python worker: the engine built from the current broadcast. Spark reuses
 # workers across tasks, so the model is built once per worker, not per task.
@@ -126,21 +117,3 @@ def features_column(
             yield pd.Series(list(matrix))
 
     return F.pandas_udf(features, FEATURES_TYPE), counters
-
-
-def previous_features(spark: SparkSession, path: str) -> DataFrame:
-    """`path, content_hash, featurizer, features` stored at `path`; empty if none (or from an older layout)."""
-    recover_interrupted(spark, path)
-    if path_exists(spark, path):
-        stored = spark.read.parquet(path)
-        if set(_KNOWN.fieldNames()) <= set(stored.columns):
-            return stored.select(*_KNOWN.fieldNames())
-    return spark.createDataFrame([], _KNOWN)
-
-
-def split_by_known_hash(labeled: DataFrame, known: DataFrame, featurizer: str) -> tuple[DataFrame, DataFrame]:
-    """The labeled images whose bytes `featurizer` already featurized (as feature rows), and the others."""
-    same = known.filter(F.col("featurizer") == featurizer)
-    by_hash = same.select("content_hash", "featurizer", "features").dropDuplicates(["content_hash"])
-    reused = labeled.join(by_hash, "content_hash").select(*FEATURE_COLUMNS)
-    return reused, labeled.join(by_hash.select("content_hash"), "content_hash", "left_anti")

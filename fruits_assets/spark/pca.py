@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 VECTOR_COL, SCALED_COL, PCA_COL = "vector", "scaled", "pca"
+ID_COLUMNS = ["path", "label", "split"]
 
 
 def choose_k(explained: Sequence[float], target: float) -> int:
@@ -97,4 +98,4 @@ def project(model: PipelineModel, features: DataFrame) -> DataFrame:
     k = pca_k(model)
     pcs = vector_to_array(F.col(PCA_COL))
     scored = model.transform(with_vector(features))
-    return scored.select("path", "label", "split", *[pcs[i].alias(f"pc_{i + 1}") for i in range(k)]).orderBy("path")
+    return scored.select(*ID_COLUMNS, *[pcs[i].alias(f"pc_{i + 1}") for i in range(k)]).orderBy("path")

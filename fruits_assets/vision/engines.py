@@ -1,38 +1,30 @@
 """Feature engines: one small interface, two ways to run MobileNetV2 on CPU.
 
-The driver prepares a *payload* once (the model in a form a worker can rebuild
-from memory alone) and Spark broadcasts it; each Python worker builds its engine
-from the payload once and reuses it for every batch. Workers never read weights
-from disk or network.
+The driver reads a *payload* once (the model in a form a worker can rebuild from
+memory alone) and Spark broadcasts it; each Python worker builds its engine from
+the payload once and reuses it for every batch. Workers never read weights from
+disk or network.
 
 - `litert` (default): the Keras port converted to a LiteRT flatbuffer, run by
-  LiteRT's interpreter with its XNNPACK delegate. The conversion runs at first
-  use and is cached on disk by the checkpoint's hash.
+  LiteRT's interpreter with its XNNPACK delegate. `make setup` converts it once
+  (`fruits_assets.prepare`) into the environment, named by what it is made of.
 - `tensorflow`: the Keras port itself, called as a compiled `tf.function` graph.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-from importlib import metadata
+import sys
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from fruits_assets.vision.mobilenet import (
-    FEATURE_DIM,
-    INPUT_SIZE,
-    PORT_REVISION,
-    build_mobilenet_v2,
-    mobilenet_v2_from_torch,
-)
-from fruits_assets.vision.weights import WEIGHTS_SHA256, load_state_dict
+from fruits_assets.vision.featurizer import check_engine, model_recipe, recipe_digest
+from fruits_assets.vision.mobilenet import FEATURE_DIM, INPUT_SIZE, build_mobilenet_v2, mobilenet_v2_from_torch
+from fruits_assets.vision.weights import load_state_dict
 
-ENGINES = ("litert", "tensorflow")
-DEFAULT_ENGINE = "litert"
+# Beside the packages it was converted from, as the weights are: an environment carries its own model.
+MODEL_DIR = Path(sys.prefix) / "share" / "fruits_assets"
 
 
 class FeatureEngine(Protocol):
@@ -41,21 +33,10 @@ class FeatureEngine(Protocol):
     def features(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def check_engine(name: str) -> str:
-    if name not in ENGINES:
-        raise ValueError(f"unknown feature engine {name!r}: choose one of {', '.join(ENGINES)}")
-    return name
-
-
 class TensorFlowEngine:
     """The Keras port run as one traced graph with a fixed number of threads."""
 
     def __init__(self, weights: list[np.ndarray], threads: int):
-        _quiet_tensorflow()
         import tensorflow as tf
 
         try:
@@ -101,47 +82,20 @@ class LiteRTEngine:
 
 def keras_weights() -> list[np.ndarray]:
     """The port's weights in `get_weights()` order, from the verified checkpoint."""
-    _quiet_tensorflow()
     return mobilenet_v2_from_torch(load_state_dict()).get_weights()
 
 
-def convert_to_litert(model) -> bytes:
-    """Convert a Keras model to a LiteRT flatbuffer (weights frozen in, float32)."""
-    _quiet_tensorflow()
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as saved_model:
-        model.export(saved_model, format="tf_saved_model", verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
+def litert_model_path(model_dir: Path = MODEL_DIR) -> Path:
+    """Where the converted model lives, named by the digest of its weights, code and converter."""
+    return model_dir / f"mobilenet_v2_features-{recipe_digest(model_recipe())}.tflite"
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fruits_assets"
-
-
-def litert_cache_key() -> str:
-    """Names what the flatbuffer is made of: the weights, the port's revision, the converter's version."""
-    made_of = f"{WEIGHTS_SHA256}:{PORT_REVISION}:tensorflow=={metadata.version('tensorflow')}"
-    return hashlib.sha256(made_of.encode()).hexdigest()[:16]
-
-
-def featurizer_id(engine: str) -> str:
-    """Names what computes the features: stored features are reused only by the same featurizer."""
-    return f"{check_engine(engine)}/{litert_cache_key()}"
-
-
-def litert_flatbuffer(cache_dir: Path | None = None) -> bytes:
-    """The LiteRT model, converted from the Keras port at first use, cached by the weights' hash."""
-    path = (cache_dir or default_cache_dir()) / f"mobilenet_v2_features-{litert_cache_key()}.tflite"
-    if path.is_file():
-        return path.read_bytes()
-    flatbuffer = convert_to_litert(mobilenet_v2_from_torch(load_state_dict()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(flatbuffer)
-    tmp.replace(path)
-    return flatbuffer
+def litert_flatbuffer(model_dir: Path = MODEL_DIR) -> bytes:
+    """The LiteRT model `make setup` converted; a clear error if it was not (or for other weights or code)."""
+    path = litert_model_path(model_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"no LiteRT model at {path}: run `make setup` (python -m fruits_assets.prepare)")
+    return path.read_bytes()
 
 
 def engine_payload(engine: str):
@@ -156,8 +110,3 @@ def build_engine(engine: str, payload, threads: int) -> FeatureEngine:
     if check_engine(engine) == "litert":
         return LiteRTEngine(payload, threads)
     return TensorFlowEngine(payload, threads)
-
-
-if __name__ == "__main__":
-    # `make setup` warms the cache, so the first run does not pay for the conversion.
-    print(f"LiteRT model ready: {len(litert_flatbuffer())} bytes in {default_cache_dir()}")

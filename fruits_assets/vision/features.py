@@ -10,7 +10,8 @@ import numpy as np
 
 from fruits_assets.vision.engines import FeatureEngine
 from fruits_assets.vision.mobilenet import FEATURE_DIM, INPUT_SIZE
-from fruits_assets.vision.preprocess import ImageRejected, decode_resized
+from fruits_assets.vision.preprocess import decode_resized
+from fruits_assets.vision.reasons import ImageRejected
 
 
 @dataclass

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 import numpy as np
 
 INPUT_SIZE = 224
-PORT_REVISION = "2"  # bump whenever the graph changes: it keys the cached LiteRT model
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
 BN_EPSILON = 1e-5

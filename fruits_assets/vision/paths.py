@@ -1,12 +1,33 @@
-"""Labels and splits from image paths (Fruits-360 layout: <root>/<Split>/<Label>/<file>)."""
+"""Locations and image paths: local paths or URIs, and labels and splits (Fruits-360: <root>/<Split>/<Label>/<file>)."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-UNLABELED = "unlabeled"  # the rejection reason of an image with no folder to name its label
+S3_SCHEMES = ("s3://", "s3a://")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def absolute_location(location: str) -> str:
+    """A URI as given; a local path made absolute, so Spark and the labels agree on it."""
+    if _URI.match(location) or location.startswith("file:"):
+        return location.rstrip("/")
+    return Path(location).expanduser().resolve().as_posix()
+
+
+def uses_s3(*locations: str) -> bool:
+    return any(location.startswith(S3_SCHEMES) for location in locations)
+
+
+def bucket_and_prefix(uri: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` (or `s3a://`) as (bucket, prefix), the prefix without slashes at its ends."""
+    bucket, _, prefix = uri.partition("://")[2].partition("/")
+    if not uses_s3(uri) or not bucket:
+        raise ValueError(f"expected s3://bucket/prefix, got {uri!r}")
+    return bucket, prefix.strip("/")
 
 
 def path_parts(path: str) -> list[str]:
@@ -16,6 +37,14 @@ def path_parts(path: str) -> list[str]:
     the scheme is dropped so that `s3://b/k` and `s3a://b/k` name the same place.
     """
     return [p for p in _SCHEME.sub("", path, count=1).split("/") if p]
+
+
+def is_within(location: str, root: str) -> bool:
+    """Whether `location` is `root` or below it (`s3://` and `s3a://` alike), both given as absolute locations."""
+    if uses_s3(location) != uses_s3(root):
+        return False
+    parts, root_parts = path_parts(location), path_parts(root)
+    return parts[: len(root_parts)] == root_parts
 
 
 def relative_parts(path: str, root: str) -> list[str]:

@@ -22,14 +22,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fruits_assets.vision.mobilenet import INPUT_SIZE
+from fruits_assets.vision.reasons import ImageRejected, Reason
 
 # Formats phones and cameras produce (a multi-picture JPEG opens as JPEG). Anything else,
 # including formats Pillow would hand to external programs, is not an image here.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 DEFAULT_MAX_PIXELS = 50_000_000  # above a 48-megapixel phone photo, far below a bomb
 
-EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED, CORRUPT = "empty", "not_an_image", "too_large", "truncated", "corrupt"
-REJECTION_REASONS = (EMPTY, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED, CORRUPT)
 
 # The configured `max_pixels`, checked from the header in `_checked_open`, replaces Pillow's
 # global limit, so a rejection always names the image's size and the limit that applied.
@@ -39,28 +38,20 @@ _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _WHITE = (255, 255, 255, 255)
 
 
-class ImageRejected(ValueError):
-    """The bytes are not a usable image; `reason` is one of `REJECTION_REASONS`."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason, self.message = reason, message
-
-
 def _checked_open(content: bytes, max_pixels: int | None) -> Image.Image:
     """Open (header only) and check the size before anything is decoded."""
     if not content:
-        raise ImageRejected(EMPTY, "the file is empty")
+        raise ImageRejected(Reason.EMPTY, "the file is empty")
     try:
         image = Image.open(io.BytesIO(content), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError as exc:
-        raise ImageRejected(NOT_AN_IMAGE, f"not a {', '.join(ACCEPTED_FORMATS)} image") from exc
+        raise ImageRejected(Reason.NOT_AN_IMAGE, f"not a {', '.join(ACCEPTED_FORMATS)} image") from exc
     except Exception as exc:  # noqa: BLE001 - a header the parser chokes on means unusable bytes
         raise ImageRejected(_reason_of(exc), f"{type(exc).__name__}: {exc}") from exc
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         image.close()
-        raise ImageRejected(TOO_LARGE, f"{width}x{height} pixels exceeds the limit of {max_pixels}")
+        raise ImageRejected(Reason.TOO_LARGE, f"{width}x{height} pixels exceeds the limit of {max_pixels}")
     return image
 
 
@@ -78,9 +69,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _reason_of(exc: Exception) -> str:
+def _reason_of(exc: Exception) -> Reason:
     text = str(exc).lower()
-    return TRUNCATED if isinstance(exc, EOFError) or "truncated" in text else CORRUPT
+    return Reason.TRUNCATED if isinstance(exc, EOFError) or "truncated" in text else Reason.CORRUPT
 
 
 def decoded_rgb(content: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -1,0 +1,156 @@
+"""Everything a fresh environment needs before its first run, made once: `python -m fruits_assets.prepare`.
+
+`make setup` (and the EMR release) calls it. Three things, each skipped when present:
+- the LiteRT model, converted from the Keras port of the verified checkpoint;
+- `hadoop-aws` and its AWS SDK, resolved by Spark from Maven Central into Ivy's cache;
+- the Spark driver's class-data sharing archive (AppCDS), written by a JVM that ran
+  the whole graph on a few generated images, and installed only once a fresh
+  driver started with `-Xshare:on` has mapped it (a truncated archive crashes the JVM).
+Runtime modules only read what this made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from fruits_assets.spark.config import CLASS_ARCHIVE, JAVA_OPTIONS, app_config, local_config, s3a_config
+from fruits_assets.vision.engines import MODEL_DIR, litert_model_path
+
+STEPS = ("litert", "jars", "class-archive")
+SAMPLE_LABELS = ("Apple Red 1", "Banana 1")
+
+
+def convert_to_litert(model) -> bytes:
+    """Convert a Keras model to a LiteRT flatbuffer (weights frozen in, float32)."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as saved_model:
+        model.export(saved_model, format="tf_saved_model", verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
+
+
+def prepare_litert_model(model_dir: Path = MODEL_DIR) -> Path:
+    """The LiteRT model of the current weights, code and converter, converted unless it is there already."""
+    from fruits_assets.vision.mobilenet import mobilenet_v2_from_torch
+    from fruits_assets.vision.weights import load_state_dict
+
+    path = litert_model_path(model_dir)
+    if not path.is_file():
+        flatbuffer = convert_to_litert(mobilenet_v2_from_torch(load_state_dict()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_bytes(flatbuffer)
+        partial.replace(path)
+    return path
+
+
+def _spark_session(config: dict[str, str]):
+    """A local session as runs start theirs (`config` added), outside Dagster."""
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    return SparkSession.builder.config(map=app_config(sys.executable, sys.executable) | config).getOrCreate()
+
+
+def fetch_s3a_jars() -> None:
+    """Resolve `hadoop-aws` and its AWS SDK into Ivy's cache now, not on the first run that reads S3."""
+    _spark_session(local_config("local[1]") | s3a_config(None, "eu-west-3")).stop()
+
+
+def write_sample_images(root: Path) -> None:
+    """A few 100x100 JPEGs in the Fruits-360 layout, and a file that is not an image (a rejection)."""
+    from PIL import Image
+
+    for shade, label in enumerate(SAMPLE_LABELS):
+        folder = root / "Training" / label
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (100, 100), (200 - 60 * shade, 40 * i, 30)).save(folder / f"{i}.jpg")
+    (root / "Training" / SAMPLE_LABELS[0] / "broken.jpg").write_bytes(b"not a jpeg")
+
+
+def _run_graph_then_dump(archive: Path, work: Path) -> None:
+    """Materialize every asset on sample images in a driver JVM that writes `archive` as it exits."""
+    from pyspark import SparkContext
+
+    from fruits_assets.definitions import build_defs
+    from fruits_assets.settings import Settings
+
+    images, storage = work / "images", work / "storage"
+    write_sample_images(images)
+    dump = {JAVA_OPTIONS: f"-XX:ArchiveClassesAtExit={archive} -Xlog:cds=off"}
+    spark = _spark_session(local_config() | dump)
+    jvm = SparkContext._gateway.proc
+    try:  # the graph's resource gets the session started above
+        defs = build_defs(Settings(images=str(images), storage=str(storage)))
+        if not defs.resolve_implicit_global_asset_job_def().execute_in_process().success:
+            raise RuntimeError("the sample run failed")
+    finally:
+        spark.stop()
+        jvm.stdin.close()  # the gateway exits when its stdin closes; the JVM writes the archive as it exits
+        jvm.wait()
+
+
+def start_with(archive: Path) -> None:
+    """Start a local session that must map `archive` (`-Xshare:on` makes the JVM fail otherwise)."""
+    crash_report = Path(tempfile.gettempdir()) / "fruits-jvm-archive-check-%p.log"  # not in the working directory
+    options = f"-XX:SharedArchiveFile={archive} -Xshare:on -XX:ErrorFile={crash_report}"
+    spark = _spark_session(local_config("local[1]") | {JAVA_OPTIONS: options})
+    spark.range(1).count()
+    spark.stop()
+
+
+def in_fresh_process(target: Callable[..., None], *args: object) -> int:
+    """Run `target` in a new interpreter: each needs its own driver JVM, started and ended with it."""
+    process = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    process.start()
+    process.join()
+    return process.exitcode
+
+
+def build_class_archive(archive: Path = CLASS_ARCHIVE) -> bool:
+    """Write `archive` from a run of the whole graph, then check a driver maps it; True when it does.
+
+    The archive is written beside its final name and renamed only once checked.
+    """
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    candidate = archive.with_name(f".{archive.name}.{os.getpid()}")
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            if in_fresh_process(_run_graph_then_dump, candidate, Path(work)) != 0 or not candidate.is_file():
+                return False
+        if in_fresh_process(start_with, candidate) != 0:
+            return False
+        candidate.replace(archive)
+        return True
+    finally:
+        candidate.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=STEPS, action="append", help="prepare only this (repeatable)")
+    steps = parser.parse_args(argv).only or STEPS
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # TensorFlow's C++ start-up lines, before it is imported
+    if "litert" in steps:
+        path = prepare_litert_model()
+        print(f"LiteRT model ready: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if "jars" in steps:
+        fetch_s3a_jars()
+        print("hadoop-aws and its AWS SDK are in Ivy's cache")
+    if "class-archive" in steps:
+        if build_class_archive():
+            print(f"Spark driver class archive ready: {CLASS_ARCHIVE} ({CLASS_ARCHIVE.stat().st_size / 1e6:.0f} MB)")
+        else:
+            CLASS_ARCHIVE.unlink(missing_ok=True)
+            print("note: no Spark driver class archive (see above): runs start their JVM slower, same results")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Spark settings of each deployment, as plain dictionaries: what a session is started with.
+
+Nothing here reads the environment: the caller passes what the settings hold.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from pyspark.find_spark_home import _find_spark_home
+
+DEFAULT_ARROW_BATCH = 512
+# The driver's classes, archived by `make setup` (AppCDS) beside the pyspark jars they come from: each
+# run starts a fresh driver JVM, and mapping parsed classes saves seconds (session start 5.1 → 2.8 s).
+CLASS_ARCHIVE = Path(sys.prefix) / "share" / "fruits_assets" / "spark-driver.jsa"
+# Spark's JVM options for administrators' defaults; users' own go in spark.driver.extraJavaOptions.
+JAVA_OPTIONS = "spark.driver.defaultJavaOptions"
+
+
+def driver_java_options(archive: Path = CLASS_ARCHIVE) -> dict[str, str]:
+    """Spark settings that map `archive` into the driver JVM, once it has been built.
+
+    The archive belongs to this JVM build and to pyspark's jars; the JVM checks both
+    when it maps it and, if either changed, starts without it: slower, same results.
+    """
+    return {JAVA_OPTIONS: f"-XX:SharedArchiveFile={archive}"} if archive.is_file() else {}
+
+
+def hadoop_version() -> str:
+    """The Hadoop version pyspark ships (its `hadoop-client-api` jar), which `hadoop-aws` must match."""
+    jars = Path(_find_spark_home()) / "jars"
+    [version] = [m.group(1) for j in jars.iterdir() if (m := re.fullmatch(r"hadoop-client-api-(.+)\.jar", j.name))]
+    return version
+
+
+def s3a_config(endpoint: str | None, region: str, kms_key: str | None = None) -> dict[str, str]:
+    """Hadoop's S3A connector for `s3://` and `s3a://` paths, with server-side encryption.
+
+    The `hadoop-aws` jar matching pyspark's Hadoop (and its AWS SDK) comes from
+    Maven Central once and is cached by Ivy; `make setup` fetches it. Credentials
+    come from the AWS SDK's default chain only. `endpoint` (`AWS_ENDPOINT_URL`)
+    points S3A at an S3-compatible store, with path-style addressing.
+    Objects are written with SSE-S3, or SSE-KMS with `kms_key`.
+    """
+    config = {
+        "spark.jars.packages": f"org.apache.hadoop:hadoop-aws:{hadoop_version()}",
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.encryption.algorithm": "SSE-KMS" if kms_key else "AES256",  # AES256 is SSE-S3
+    }
+    if kms_key:
+        config["spark.hadoop.fs.s3a.encryption.key"] = kms_key
+    if endpoint:
+        config |= {
+            "spark.hadoop.fs.s3a.endpoint": endpoint,
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+            "spark.hadoop.fs.s3a.endpoint.region": region,
+        }
+    return config
+
+
+def app_config(worker_python: str, driver_python: str) -> dict[str, str]:
+    """Settings of every deployment: Python workers on the given interpreter, Arrow, UTC."""
+    return {
+        "spark.app.name": "fruits_assets",
+        "spark.pyspark.python": worker_python,
+        "spark.pyspark.driver.python": driver_python,
+        "spark.python.worker.reuse": "true",
+        "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ start-up lines, in every worker
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(DEFAULT_ARROW_BATCH),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+    }
+
+
+def local_config(master: str = "local[*]", driver_memory: str = "1g") -> dict[str, str]:
+    """A local session bound to loopback, its driver's classes mapped from `make setup`'s archive.
+
+    Every stage streams partition by partition, so a small heap suffices; a large
+    one only lets the JVM grow with the data set before it collects (measured:
+    peak RSS 2.7 GB for 1,714 images and 5.4 GB for 6,821 with 4 GB, 2.2 and 2.5 GB with 1 GB).
+    """
+    return driver_java_options() | {
+        "spark.master": master,
+        "spark.driver.memory": driver_memory,
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        # Opening a local file costs far less than the 4 MB Spark assumes for object stores:
+        # without this, a folder of small images is split into many tiny tasks.
+        "spark.sql.files.openCostInBytes": str(512 * 1024),
+    }
+
+
+def cluster_config(master: str, driver_ip: str | None) -> dict[str, str]:
+    """A driver here, executors on the cluster at `master` (`spark://…`, `k8s://…`, `yarn`).
+
+    The driver advertises `driver_ip` (`SPARK_LOCAL_IP`) when given, so executors can
+    reach it; everything else (executor sizes, event logs) comes from
+    `spark-defaults.conf` as usual.
+    """
+    config = driver_java_options() | {"spark.master": master}
+    if driver_ip:
+        config |= {"spark.driver.host": driver_ip, "spark.driver.bindAddress": driver_ip}
+    return config

@@ -1,0 +1,56 @@
+"""A run's op config is checked whole before the first step: a typo fails before any Spark work."""
+
+import pytest
+from dagster import DagsterEventType, DagsterInvalidConfigError
+
+from fruits_assets.assets.config import OP_CONFIGS, check_run_config
+from fruits_assets.vision.featurizer import ENGINES
+
+from .conftest import run_graph, write_tree
+
+
+@pytest.mark.parametrize(
+    ("op", "config", "named"),
+    [
+        ("pca_model", {"k": 5000}, "ops.pca_model.config.k"),
+        ("pca_model", {"k": 0}, "ops.pca_model.config.k"),
+        ("pca_model", {"variance_target": 1.5}, "ops.pca_model.config.variance_target"),
+        ("pca_model", {"variance_target": 0}, "ops.pca_model.config.variance_target"),
+        ("mobilenet_features", {"batch_size": 0}, "ops.mobilenet_features.config.batch_size"),
+        ("mobilenet_features", {"arrow_batch_size": -1}, "ops.mobilenet_features.config.arrow_batch_size"),
+        ("mobilenet_features", {"engine": "onnx"}, "ops.mobilenet_features.config.engine"),
+        ("screen_images", {"max_pixels": 0}, "ops.screen_images.config.max_pixels"),
+    ],
+)
+def test_each_bad_value_is_named_with_its_path(op, config, named):
+    with pytest.raises(ValueError, match="invalid run config") as raised:
+        check_run_config({"ops": {op: {"config": config}}})
+    assert named in str(raised.value)
+
+
+def test_good_and_default_config_passes():
+    check_run_config({})
+    check_run_config({"ops": {"pca_model": {"config": {"k": 1280}}, "mobilenet_features": {"config": {}}}})
+    assert set(OP_CONFIGS) == {"screen_images", "mobilenet_features", "pca_model"}
+
+
+def test_an_engine_typo_is_refused_at_launch_naming_the_engines(tmp_path):
+    write_tree(tmp_path / "images", {"Test/Kiwi 1": 1}, {"Kiwi 1": (120, 100, 40)})
+    with pytest.raises(DagsterInvalidConfigError, match="engine") as raised:
+        run_graph(
+            tmp_path / "images", tmp_path / "storage", {"ops": {"mobilenet_features": {"config": {"engine": "x"}}}}
+        )
+    assert all(engine in str(raised.value) for engine in ENGINES)
+
+
+def test_k_out_of_range_fails_the_run_before_its_first_step(tmp_path):
+    write_tree(tmp_path / "images", {"Test/Kiwi 1": 1}, {"Kiwi 1": (120, 100, 40)})
+    result = run_graph(
+        tmp_path / "images", tmp_path / "storage", {"ops": {"pca_model": {"config": {"k": 5000}}}}, raise_on_error=False
+    )
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type == DagsterEventType.STEP_START]
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
+    cause = failure.event_specific_data.error.cause.message
+    assert "ops.pca_model.config.k: Input should be less than or equal to 1280 (got 5000)" in cause
+    assert not (tmp_path / "storage").exists()  # nothing was listed, read or written
