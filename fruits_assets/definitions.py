@@ -73,6 +73,7 @@ def emr_resources(settings: Settings) -> dict[str, Any]:
         settings.aws_region,
         settings.kms_key_id,
         settings.step_environment(),
+        settings.emr_poll_seconds,
     )
     return {PYSPARK: spark, STEP_LAUNCHER: launcher}
 

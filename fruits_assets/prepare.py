@@ -12,15 +12,17 @@ Runtime modules only read what this made.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
 import tempfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 from fruits_assets.spark.config import CLASS_ARCHIVE, JAVA_OPTIONS, app_config, local_config, s3a_config
-from fruits_assets.vision.engines import MODEL_DIR, litert_model_path
+from fruits_assets.vision.engines import MODEL_DIR, litert_model_path, model_recipe
 
 STEPS = ("litert", "jars", "class-archive")
 SAMPLE_LABELS = ("Apple Red 1", "Banana 1")
@@ -41,13 +43,20 @@ def prepare_litert_model(model_dir: Path = MODEL_DIR) -> Path:
     from fruits_assets.vision.weights import load_state_dict
 
     path = litert_model_path(model_dir)
-    if not path.is_file():
+    record = path.with_suffix(".json")
+    if not (path.is_file() and record.is_file()):
         flatbuffer = convert_to_litert(mobilenet_v2_from_torch(load_state_dict()))
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        partial.write_bytes(flatbuffer)
-        partial.replace(path)
+        for target, content in ((path, flatbuffer), (record, json.dumps(_made_of()).encode())):
+            partial = target.with_name(f".{target.name}.{os.getpid()}")
+            partial.write_bytes(content)
+            partial.replace(target)
     return path
+
+
+def _made_of() -> dict[str, object]:
+    """What the LiteRT model is made of: the weights, the model's code, the converter's version."""
+    return {**model_recipe(), "converter": {"tensorflow": metadata.version("tensorflow")}}
 
 
 def _spark_session(config: dict[str, str]):

@@ -48,6 +48,9 @@ class Settings:
     emr_staging: str | None = field(
         default=None, metadata=_env("FRUITS_EMR_STAGING", "with emr: s3://bucket/prefix where steps are staged")
     )
+    emr_poll_seconds: float = field(
+        default=15.0, metadata=_env("FRUITS_EMR_POLL_SECONDS", "with emr: seconds between polls of a step's state")
+    )
     kms_key_id: str | None = field(
         default=None, metadata=_env("FRUITS_KMS_KEY_ID", "a KMS key: SSE-KMS for every object written (else SSE-S3)")
     )
@@ -74,6 +77,8 @@ class Settings:
             raw = environ.get(spec.metadata["env"])
             if spec.name == "inside_spark_submit":
                 values[spec.name] = raw is not None
+            elif spec.type == "float" and raw:
+                values[spec.name] = _number(spec.name, raw)
             elif spec.name == "images" or raw:  # FRUITS_IMAGES has no default: an empty one is an error
                 values[spec.name] = raw or ""
         return cls(**values)  # type: ignore[arg-type]
@@ -110,6 +115,8 @@ class Settings:
             _fail("spark_master", "is required with FRUITS_DEPLOYMENT=cluster (e.g. spark://host:7077)")
         if self.deployment == "emr":
             self._check_emr()
+        if not self.emr_poll_seconds >= 1:
+            _fail("emr_poll_seconds", f"is {self.emr_poll_seconds}; expected a number of seconds, 1 or more")
 
     def _check_emr(self) -> None:
         """Where the run is orchestrated, what the launcher needs; everywhere, storage the cluster can reach."""
@@ -134,3 +141,11 @@ def _name_of(field_name: str) -> str:
 
 def _fail(field_name: str, problem: str) -> None:
     raise SettingsError(f"{_name_of(field_name)} {problem}")
+
+
+def _number(field_name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        _fail(field_name, f"is {raw!r}; expected a number")
+        raise

@@ -1,7 +1,9 @@
 """Fixtures: synthetic image trees, ../shared when present, one Spark session per test run."""
 
+import contextlib
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +16,25 @@ from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DAGSTER = Path(sys.executable).with_name("dagster")
+
+
+def start_server(command: list[str], log: Path, **options) -> subprocess.Popen:
+    """A server the tests start, in a process group of its own so that `stop_server` ends all it spawned."""
+    with log.open("w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **options)
+
+
+def stop_server(process: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM to the server's whole process group, a bounded wait, then SIGKILL: it never outlives its test."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    raise RuntimeError(f"{process.args[:2]} outlived SIGKILL")
 
 
 def free_port() -> int:

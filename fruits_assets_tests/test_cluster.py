@@ -7,7 +7,6 @@ executor ran which task, and each executor's log URL names its worker.
 
 import json
 import os
-import subprocess
 import time
 import urllib.request
 from collections import defaultdict
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.find_spark_home import _find_spark_home
 
-from .conftest import free_port, materialize_in_shell, write_tree
+from .conftest import free_port, materialize_in_shell, start_server, stop_server, write_tree
 
 SPARK_HOME = Path(_find_spark_home())
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40), "Kiwi 1": (120, 100, 40)}
@@ -51,27 +50,13 @@ def cluster(tmp_path_factory):
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     port, ui = free_port(), free_port()
     master_url = f"spark://{LOOPBACK}:{port}"
-    processes = [
-        subprocess.Popen(
-            [spark_class, "org.apache.spark.deploy.master.Master", "--host", LOOPBACK, "--port", str(port)]
-            + ["--webui-port", str(ui)],
-            env=env,
-            stdout=(work / "master.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
-    ]
+    master = [spark_class, "org.apache.spark.deploy.master.Master", "--host", LOOPBACK, "--port", str(port)]
+    processes = [start_server([*master, "--webui-port", str(ui)], work / "master.log", env=env)]
     for i in range(2):
         (work / f"worker{i}").mkdir()
-        processes.append(
-            subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.worker.Worker", master_url, "--host", LOOPBACK]
-                + ["--cores", "1", "--memory", "3g", "--webui-port", str(free_port())]
-                + ["--work-dir", str(work / f"worker{i}")],
-                env=env,
-                stdout=(work / f"worker{i}.log").open("w"),
-                stderr=subprocess.STDOUT,
-            )
-        )
+        worker = [spark_class, "org.apache.spark.deploy.worker.Worker", master_url, "--host", LOOPBACK]
+        options = ["--cores", "1", "--memory", "3g", "--webui-port", str(free_port()), "--work-dir"]
+        processes.append(start_server([*worker, *options, str(work / f"worker{i}")], work / f"worker{i}.log", env=env))
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -85,10 +70,8 @@ def cluster(tmp_path_factory):
             time.sleep(0.5)
         yield master_url, conf_dir, events, alive
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=60)
+        for process in reversed(processes):  # workers first, then the master they report to
+            stop_server(process)
 
 
 def _materialize(root: Path, storage: Path, env: dict[str, str]) -> None:

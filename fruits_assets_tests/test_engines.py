@@ -4,9 +4,15 @@ import numpy as np
 import pytest
 
 from fruits_assets.prepare import prepare_litert_model
-from fruits_assets.vision.engines import build_engine, engine_payload, litert_flatbuffer, litert_model_path
+from fruits_assets.vision.engines import (
+    build_engine,
+    check_engine,
+    engine_payload,
+    litert_converter,
+    litert_flatbuffer,
+    litert_model_path,
+)
 from fruits_assets.vision.features import FeaturizeTimings, featurize_images
-from fruits_assets.vision.featurizer import check_engine
 from fruits_assets.vision.reasons import ImageRejected
 
 from .conftest import fruit_jpeg
@@ -46,7 +52,9 @@ def test_the_litert_model_is_prepared_once_and_read_at_run_time(tmp_path):
     with pytest.raises(FileNotFoundError, match="make setup"):
         litert_flatbuffer(tmp_path)  # not prepared here: a clear error, no conversion at run time
     path = prepare_litert_model(tmp_path)
-    assert path == litert_model_path(tmp_path) and list(tmp_path.iterdir()) == [path]
+    assert path == litert_model_path(tmp_path)
+    assert sorted(tmp_path.iterdir()) == [path.with_suffix(".json"), path]  # the model and what made it
+    assert set(litert_converter(tmp_path)) == {"tensorflow"}
     first = litert_flatbuffer(tmp_path)
     assert first == path.read_bytes() and len(first) > 1_000_000
     assert prepare_litert_model(tmp_path).stat().st_mtime_ns == path.stat().st_mtime_ns  # not converted again

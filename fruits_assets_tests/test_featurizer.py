@@ -3,7 +3,8 @@
 import inspect
 
 from fruits_assets.vision import preprocess
-from fruits_assets.vision.featurizer import code_digest, featurizer_id, featurizer_recipe
+from fruits_assets.vision.digest import code_digest
+from fruits_assets.vision.featurizer import featurizer_id, featurizer_recipe
 
 
 def test_the_digest_follows_the_code_not_its_layout():
@@ -23,9 +24,9 @@ def test_changing_the_preprocessing_changes_the_identity():
 
 def test_weights_libraries_and_engine_are_part_of_the_identity():
     recipe = featurizer_recipe("litert")
-    assert {"weights_sha256", "model_code", "preprocessing_code", "converter", "libraries"} <= set(recipe)
-    assert set(recipe["libraries"]) == {"pillow", "tensorflow", "ai-edge-litert"}
-    other_pillow = {**recipe, "libraries": {**recipe["libraries"], "pillow": "0.0"}}
+    assert {"weights_sha256", "model_code", "preprocessing_code", "converter", "runtime", "decoders"} <= set(recipe)
+    assert set(recipe["converter"]) == {"tensorflow"} and set(recipe["runtime"]) == {"ai-edge-litert"}
+    other_pillow = {**recipe, "decoders": {**recipe["decoders"], "pillow": "0.0"}}
     assert featurizer_id("litert", other_pillow) != featurizer_id("litert", recipe)
     assert featurizer_id("litert") != featurizer_id("tensorflow")
     assert featurizer_id("litert").startswith("litert/")

@@ -4,7 +4,7 @@ import pytest
 from dagster import DagsterEventType, DagsterInvalidConfigError
 
 from fruits_assets.assets.config import OP_CONFIGS, check_run_config
-from fruits_assets.vision.featurizer import ENGINES
+from fruits_assets.vision.engines import ENGINES
 
 from .conftest import run_graph, write_tree
 

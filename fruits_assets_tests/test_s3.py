@@ -11,7 +11,6 @@ import io
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import aws_client, free_port, fruit_jpeg, loopback_aws, materialize_in_shell
+from .conftest import aws_client, free_port, fruit_jpeg, loopback_aws, materialize_in_shell, start_server, stop_server
 
 BUCKET, REGION = "fruits", "eu-west-3"
 IMAGES = {
@@ -37,10 +36,7 @@ def s3_server(tmp_path_factory):
     """moto's standalone S3 server on a free loopback port, for this module only."""
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
-        )
+    server = start_server([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log)
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -50,9 +46,10 @@ def s3_server(tmp_path_factory):
         except OSError:
             assert server.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-    yield loopback_aws(endpoint, REGION)
-    server.terminate()
-    server.wait(timeout=30)
+    try:
+        yield loopback_aws(endpoint, REGION)
+    finally:
+        stop_server(server)
 
 
 @pytest.fixture(scope="module")

@@ -74,3 +74,9 @@ def test_dagster_reports_a_bad_setting_before_any_work(tmp_path):
 def test_inside_a_step_on_the_cluster_only_the_data_settings_are_needed():
     step = {k: v for k, v in EMR.items() if not k.startswith("FRUITS_EMR_")} | {"PYSPARK_GATEWAY_PORT": "4242"}
     assert Settings.from_environment(step).inside_spark_submit
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3"])
+def test_the_emr_poll_interval_is_a_number_of_seconds(value):
+    with pytest.raises(SettingsError, match=f"FRUITS_EMR_POLL_SECONDS is '?{value}'?"):
+        Settings.from_environment(EMR | {"FRUITS_EMR_POLL_SECONDS": value})

@@ -8,7 +8,6 @@ under build/ui-screenshots/ (or FRUITS_SCREENSHOTS) for people to look at.
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
-from .conftest import DAGSTER, free_port, write_tree
+from .conftest import DAGSTER, free_port, start_server, stop_server, write_tree
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("FRUITS_SCREENSHOTS", PROJECT / "build" / "ui-screenshots"))
@@ -66,20 +65,12 @@ def dagster_ui(tmp_path_factory):
     env = {**os.environ, "FRUITS_IMAGES": str(work / "images"), "FRUITS_STORAGE": str(work / "storage")}
     env["DAGSTER_HOME"] = str(home)
     command = [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    log = (work / "dagster_dev.log").open("w")
-    process = subprocess.Popen(
-        command, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    process = start_server(command, work / "dagster_dev.log", cwd=PROJECT, env=env)
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/server_info", process, timeout=180)
         yield f"http://127.0.0.1:{port}", home
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+        stop_server(process)
 
 
 def _dismiss_community_dialog(page) -> None:

@@ -13,7 +13,7 @@ from dagster import Config, ConfigurableResource, InitResourceContext
 from pydantic import Field, ValidationError
 
 from fruits_assets.spark.config import DEFAULT_ARROW_BATCH
-from fruits_assets.vision.featurizer import DEFAULT_ENGINE, EngineName
+from fruits_assets.vision.engines import DEFAULT_ENGINE, EngineName
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
 

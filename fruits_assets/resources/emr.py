@@ -10,23 +10,30 @@ This module is the project's one adapter to Dagster's internals: dagster-aws's
 launcher stages a pickled step run ref whose file name only `dagster._core` names.
 """
 
+import gzip
+import io
 import json
 import os
 import pickle
 import tempfile
+import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import boto3
-from dagster import ResourceDefinition, StepLauncher
-from dagster._core.execution.plan.external_step import PICKLED_STEP_RUN_REF_FILE_NAME
+from botocore.exceptions import ClientError
+from dagster import ResourceDefinition, StepLauncher, deserialize_value
+from dagster._core.execution.plan.external_step import PICKLED_EVENTS_FILE_NAME, PICKLED_STEP_RUN_REF_FILE_NAME
+from dagster_aws.emr import EmrError
 from dagster_aws.emr.pyspark_step_launcher import CODE_ZIP_NAME, EmrPySparkStepLauncher
 
 from fruits_assets.resources.s3 import encrypt_writes
 
 PACKAGE = Path(__file__).resolve().parents[1]
 SETTINGS_FILE = "fruits_settings.json"
+STDERR_TAIL_LINES = 40
+LOG_WAIT_SECONDS = 360.0  # EMR copies a step's logs to the cluster's log URI every five minutes
 
 
 def zip_package(destination: str, package: Path = PACKAGE) -> None:
@@ -36,24 +43,62 @@ def zip_package(destination: str, package: Path = PACKAGE) -> None:
             archive.write(path, path.relative_to(package.parent).as_posix())
 
 
+class _TextOnly(pickle.Unpickler):
+    """A step's events file is a pickled string (Dagster's serialized events): nothing else may load."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"the step's events file names {module}.{name}: refused, only text is expected")
+
+
+def read_events_file(data: bytes) -> list:
+    """The events a step wrote: the string unpickled with no globals allowed, then Dagster's serdes.
+
+    dagster-aws's launcher unpickles the file as it finds it; whoever could write the
+    staging prefix could then run code here. Refusing every global keeps a tampered
+    file to a failed step.
+    """
+    text = _TextOnly(io.BytesIO(data)).load()
+    if not isinstance(text, str):
+        raise pickle.UnpicklingError(f"the step's events file holds a {type(text).__name__}, not serialized events")
+    return deserialize_value(text)
+
+
+def stderr_tail(gzipped: bytes, lines: int = STDERR_TAIL_LINES) -> str:
+    return "\n".join(gzip.decompress(gzipped).decode("utf-8", "replace").splitlines()[-lines:])
+
+
 class PackageEmrStepLauncher(EmrPySparkStepLauncher):
-    """dagster-aws's launcher, staging only this package as the step's code, and the run's settings.
+    """dagster-aws's launcher, staging only this package, the run's settings, and telling why a step failed.
 
     The stock launcher zips the whole folder it is given, which for a repository
     means its virtualenv and data; the step needs only the package. A step's
     process on the cluster does not inherit this one's environment: the run's
     settings travel as a file beside the step, which `emr_step.py` reads first.
+    Every object it stages is encrypted. When a step fails, the tail of its stderr
+    (from the cluster's log URI) is logged in the run, beside the step's own error.
     """
 
-    def __init__(self, *, kms_key_id: str | None, step_environment: Mapping[str, str], **launcher) -> None:
+    def __init__(
+        self,
+        *,
+        kms_key_id: str | None,
+        step_environment: Mapping[str, str],
+        poll_seconds: float,
+        log_wait_seconds: float = LOG_WAIT_SECONDS,
+        **launcher,
+    ) -> None:
         super().__init__(**launcher)
         self.kms_key_id, self.step_environment = kms_key_id, dict(step_environment)
+        self.poll_seconds, self.log_wait_seconds = poll_seconds, log_wait_seconds
 
     def _main_file_local_path(self):
         return str(Path(__file__).with_name("emr_step.py"))
 
+    def _s3(self):
+        return encrypt_writes(boto3.client("s3", region_name=self.region_name), self.kms_key_id)
+
     def _post_artifacts(self, log, step_run_ref, run_id, step_key):
-        s3 = encrypt_writes(boto3.client("s3", region_name=self.region_name), self.kms_key_id)
+        s3 = self._s3()
 
         def upload(local_path: str, name: str) -> None:
             log.debug(f"Uploading {local_path} to {self._artifact_s3_uri(run_id, step_key, name)}")
@@ -71,6 +116,47 @@ class PackageEmrStepLauncher(EmrPySparkStepLauncher):
             Path(settings).write_text(json.dumps(self.step_environment))
             upload(settings, SETTINGS_FILE)
 
+    def read_events(self, s3, run_id, step_key):
+        key = self._artifact_s3_key(run_id, step_key, PICKLED_EVENTS_FILE_NAME)
+        try:
+            return read_events_file(s3.Object(self.staging_bucket, key).get()["Body"].read())
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "NoSuchKey":
+                return []  # the step has not written any yet
+            raise
+
+    def wait_for_completion_and_log(self, run_id, step_key, emr_step_id, step_context) -> Iterator:
+        s3 = boto3.resource("s3", region_name=self.region_name)
+        failed = False
+        try:
+            for event in self.wait_for_completion(
+                step_context, s3, run_id, step_key, emr_step_id, check_interval=self.poll_seconds
+            ):
+                failed = failed or event.is_step_failure
+                yield event
+        except EmrError as error:
+            raise EmrError(f"{error}{self._stderr_of(step_context.log, emr_step_id)}") from error
+        if failed:
+            step_context.log.error(f"EMR step {emr_step_id} failed{self._stderr_of(step_context.log, emr_step_id)}")
+
+    def _stderr_of(self, log, emr_step_id: str) -> str:
+        """The tail of a step's stderr from the cluster's log URI, waiting a bounded time for EMR to copy it."""
+        try:
+            bucket, prefix = self.emr_job_runner.log_location_for_cluster(self.cluster_id)
+        except EmrError as error:
+            return f" ({error})"
+        key = f"{prefix}{self.cluster_id}/steps/{emr_step_id}/stderr.gz"
+        s3, deadline = self._s3(), time.monotonic() + self.log_wait_seconds
+        log.info(f"Fetching the step's stderr from s3://{bucket}/{key} (EMR copies it within five minutes)")
+        while True:
+            try:
+                tail = stderr_tail(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+                return f"; the last lines of its stderr (s3://{bucket}/{key}):\n{tail}"
+            except ClientError as error:
+                if error.response["Error"]["Code"] not in ("NoSuchKey", "404") or time.monotonic() > deadline:
+                    return f" (its stderr was not at s3://{bucket}/{key} after {self.log_wait_seconds:.0f} s)"
+                time.sleep(min(self.poll_seconds, 15.0))
+
 
 def emr_step_launcher(
     cluster_id: str,
@@ -78,12 +164,14 @@ def emr_step_launcher(
     region: str,
     kms_key_id: str | None,
     step_environment: Mapping[str, str],
+    poll_seconds: float,
 ) -> ResourceDefinition:
     """The step launcher of the cluster `cluster_id`, staging under (bucket, prefix) `staging`."""
     bucket, prefix = staging
     launcher: StepLauncher = PackageEmrStepLauncher(
         kms_key_id=kms_key_id,
         step_environment=step_environment,
+        poll_seconds=poll_seconds,
         region_name=region,
         staging_bucket=bucket,
         staging_prefix=prefix,

@@ -16,8 +16,8 @@ def encryption_params(kms_key_id: str | None) -> dict[str, str]:
     return {"ServerSideEncryption": "AES256"}
 
 
-def encrypt_writes(client: Any, kms_key_id: str | None) -> Any:
-    """`client`, asking for server-side encryption on every object it writes, whoever calls it."""
+def register_encryption(events: Any, kms_key_id: str | None) -> None:
+    """Ask for server-side encryption on every object written through `events` (a client's or a session's)."""
     encryption = encryption_params(kms_key_id)
 
     def add_encryption(params: dict, **_: Any) -> None:  # botocore passes the call's parameters as `params`
@@ -25,7 +25,12 @@ def encrypt_writes(client: Any, kms_key_id: str | None) -> Any:
             params.setdefault(name, value)
 
     for operation in WRITE_OPERATIONS:
-        client.meta.events.register(f"before-parameter-build.s3.{operation}", add_encryption)
+        events.register(f"before-parameter-build.s3.{operation}", add_encryption)
+
+
+def encrypt_writes(client: Any, kms_key_id: str | None) -> Any:
+    """`client`, asking for server-side encryption on every object it writes, whoever calls it."""
+    register_encryption(client.meta.events, kms_key_id)
     return client
 
 

@@ -13,9 +13,8 @@ from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType
 
-from fruits_assets.vision.engines import FeatureEngine, build_engine, engine_payload
+from fruits_assets.vision.engines import FeatureEngine, build_engine, check_engine, engine_payload
 from fruits_assets.vision.features import FeaturizeTimings, featurize_images
-from fruits_assets.vision.featurizer import check_engine
 
 FEATURES_TYPE = ArrayType(FloatType(), containsNull=False)
 

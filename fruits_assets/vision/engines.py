@@ -7,24 +7,39 @@ disk or network.
 
 - `litert` (default): the Keras port converted to a LiteRT flatbuffer, run by
   LiteRT's interpreter with its XNNPACK delegate. `make setup` converts it once
-  (`fruits_assets.prepare`) into the environment, named by what it is made of.
+  (`fruits_assets.prepare`) into the environment, named by the weights and model
+  code it was made from, with the converter's version beside it: an environment
+  that only runs the model (an EMR node) needs LiteRT, not TensorFlow.
 - `tensorflow`: the Keras port itself, called as a compiled `tf.function` graph.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import sys
+from importlib import metadata
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 
-from fruits_assets.vision.featurizer import check_engine, model_recipe, recipe_digest
+from fruits_assets.vision import mobilenet
+from fruits_assets.vision.digest import module_digest, recipe_digest
 from fruits_assets.vision.mobilenet import FEATURE_DIM, INPUT_SIZE, build_mobilenet_v2, mobilenet_v2_from_torch
-from fruits_assets.vision.weights import load_state_dict
+from fruits_assets.vision.weights import WEIGHTS_SHA256, load_state_dict
 
+EngineName = Literal["litert", "tensorflow"]
+ENGINES: tuple[str, ...] = get_args(EngineName)
+DEFAULT_ENGINE: EngineName = "litert"
 # Beside the packages it was converted from, as the weights are: an environment carries its own model.
 MODEL_DIR = Path(sys.prefix) / "share" / "fruits_assets"
+
+
+def check_engine(name: str) -> str:
+    if name not in ENGINES:
+        raise ValueError(f"unknown feature engine {name!r}: choose one of {', '.join(ENGINES)}")
+    return name
 
 
 class FeatureEngine(Protocol):
@@ -85,8 +100,13 @@ def keras_weights() -> list[np.ndarray]:
     return mobilenet_v2_from_torch(load_state_dict()).get_weights()
 
 
+def model_recipe() -> dict[str, object]:
+    """What the model's numbers depend on whatever runs it: its weights and its code."""
+    return {"weights_sha256": WEIGHTS_SHA256, "model_code": module_digest(mobilenet)}
+
+
 def litert_model_path(model_dir: Path = MODEL_DIR) -> Path:
-    """Where the converted model lives, named by the digest of its weights, code and converter."""
+    """Where the converted model lives, named by the digest of the weights and code it was made from."""
     return model_dir / f"mobilenet_v2_features-{recipe_digest(model_recipe())}.tflite"
 
 
@@ -98,10 +118,44 @@ def litert_flatbuffer(model_dir: Path = MODEL_DIR) -> bytes:
     return path.read_bytes()
 
 
+def litert_converter(model_dir: Path = MODEL_DIR) -> dict[str, str]:
+    """The versions of what converted the LiteRT model, recorded beside it when it was made."""
+    recorded = litert_model_path(model_dir).with_suffix(".json")
+    if not recorded.is_file():
+        raise FileNotFoundError(f"no record of the LiteRT model's making at {recorded}: run `make setup`")
+    return json.loads(recorded.read_text())["converter"]
+
+
+def _require_tensorflow() -> None:
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ModuleNotFoundError(
+            "the tensorflow engine needs TensorFlow, which this environment does not have "
+            "(EMR nodes install only LiteRT): use the litert engine"
+        )
+
+
+def engine_recipe(engine: str) -> dict[str, object]:
+    """What makes an engine's numbers: the model's recipe and the versions that convert and run it."""
+    if check_engine(engine) == "litert":
+        return {
+            "engine": engine,
+            **model_recipe(),
+            "converter": litert_converter(),
+            "runtime": _versions("ai-edge-litert"),
+        }
+    _require_tensorflow()
+    return {"engine": engine, **model_recipe(), "runtime": _versions("tensorflow")}
+
+
+def _versions(*packages: str) -> dict[str, str]:
+    return {name: metadata.version(name) for name in packages}
+
+
 def engine_payload(engine: str):
     """What the driver broadcasts so a worker can build `engine` from memory alone."""
     if check_engine(engine) == "litert":
         return litert_flatbuffer()
+    _require_tensorflow()
     return keras_weights()
 
 
