@@ -51,5 +51,5 @@ lint:
 	$(BIN)/ruff format --check fruits_assets fruits_assets_tests bench bootstrap
 	$(BIN)/lint-imports
 
-bench:  ## seed notebook vs bare engine vs full materialization, one run, same images
+bench:  ## seed notebook, bare engine, every asset on Test, 20,000 and 40,000 images and their reruns, one run
 	$(BIN)/python bench/bench.py

@@ -1,9 +1,14 @@
-"""Side-by-side speed of the seed notebook's pipeline, the bare engine, and the full asset graph.
+"""What a run costs: the seed notebook, the bare engine and the whole asset graph, side by side, in one run.
 
-One run, one machine, the same images: ratios between the three are the figures
-that count (absolute timings drift between machines and runs).
+One run, one machine, the same images: the ratios between them are the figures that
+count (absolute timings drift between machines and runs). Measured:
+- `Test` (1,714 real images): the whole graph, and the seed notebook's pipeline;
+- corpora of 20,000 and 40,000 images generated from ../shared (`bench/corpus.py`):
+  the whole graph on fresh storage, a rerun with nothing new, and a rerun after
+  adding 1% new images;
+- the bare engine (the model alone, as the workers run it) and decoding alone.
 
-    python bench/bench.py [--images DIR] [--seed-baseline PATH] [--skip-seed]
+    python bench/bench.py [--sizes 20000 40000] [--skip-seed]
 """
 
 from __future__ import annotations
@@ -12,20 +17,23 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from fruits_assets.assets.config import FeaturizationConfig
+import corpus
+
+from fruits_assets.assets.config import IngestConfig
 from fruits_assets.spark.config import CLASS_ARCHIVE
-from fruits_assets.vision.paths import IMAGE_EXTENSIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+CORPORA = ROOT / "build" / "bench"
+STEPS = ("raw_images", "screen_and_featurize", "pca_model", "project_features")
 
 
 def _kind(pid: int, root: int) -> str:
@@ -115,9 +123,8 @@ def _peak_figures(peaks: dict[str, dict[str, int]]) -> dict:
     }
 
 
-def image_files(root: Path) -> list[Path]:
-    """The files the pipeline reads: image extensions in any case, recursively."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def files_under(root: Path) -> int:
+    return sum(1 for p in root.rglob("*") if p.is_file())
 
 
 def seed_baseline(images: Path, script: Path, work: Path) -> dict:
@@ -174,25 +181,25 @@ def _decode_worker(paths: list[str]) -> tuple[int, float]:
 
 
 def decode_rate(images: Path, workers: int) -> float:
-    paths = [str(p) for p in image_files(images)]
+    paths = [str(p) for p in sorted(images.rglob("*.jpg"))]
     chunks = [paths[i::workers] for i in range(workers)]
     with mp.get_context("spawn").Pool(workers) as pool:
         results = pool.map(_decode_worker, chunks)
     return sum(n / s for n, s in results)
 
 
-def full_materialization(images: Path, work: Path) -> dict:
+def materialize(images: Path, storage: Path, home: Path) -> dict:
+    """`dagster asset materialize --select '*'` as a user runs it; its time, peak memory and where the time went."""
     from dagster import DagsterEventType, DagsterInstance
 
-    home, storage = work / "dagster_home", work / "storage"
-    home.mkdir(parents=True)
+    home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "asset", "materialize", "-m", "fruits_assets.definitions", "--select", "*"]
     seconds, peak, _ = timed_run(cmd, env)
     instance = DagsterInstance.from_config(str(home))
-    [run] = instance.get_runs()
-    starts, steps = {}, {}
+    run = instance.get_runs(limit=1)[0]
+    starts, steps, featurization = {}, {}, {}
     for record in instance.all_logs(run.run_id):
         event = record.dagster_event
         if event is None or event.step_key is None:
@@ -201,104 +208,86 @@ def full_materialization(images: Path, work: Path) -> dict:
             starts[event.step_key] = record.timestamp
         elif event.event_type == DagsterEventType.STEP_SUCCESS:
             steps[event.step_key] = record.timestamp - starts[event.step_key]
-    observed = {}
-    for record in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_OBSERVATION):
-        for key, value in record.dagster_event.event_specific_data.asset_observation.metadata.items():
-            observed[key] = value.value
-    n = len(image_files(images))
+        elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.event_specific_data.materialization
+            if materialization.asset_key.to_user_string() == "mobilenet_features":
+                featurization = {k: v.value for k, v in materialization.metadata.items() if k != "preview"}
+    n = files_under(images)
     return {
         "images": n,
         "seconds": seconds,
         "img_per_s": n / seconds,
         **_peak_figures(peak),
         "steps": steps,
-        "featurization": observed,
+        "featurization": featurization,
     }
 
 
-def _run_twice(images: str, work: str) -> list[float]:
-    from fruits_assets.definitions import build_defs
-    from fruits_assets.settings import Settings
-
-    seconds = []
-    for run in ("first", "second"):
-        job = build_defs(Settings(images=images, storage=f"{work}/{run}")).resolve_implicit_global_asset_job_def()
-        start = time.perf_counter()
-        if not job.execute_in_process().success:
-            raise RuntimeError(f"the {run} in-process run failed")
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
-def warm_rerun(images: Path, work: Path) -> dict:
-    """The graph run twice in one process, each into fresh storage.
-
-    The second run finds the JVM, its JIT and the Python workers warm: it bounds
-    what a Spark that outlives a run could gain. Neither figure includes the
-    process start or Dagster's CLI.
-    """
-    # The executor waits for its worker to exit (a Pool would terminate it, Spark and all, mid-shutdown).
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        first, second = pool.submit(_run_twice, str(images), str(work)).result()
-    n = len(image_files(images))
-    return {"images": n, "first_seconds": first, "second_seconds": second, "img_per_s": n / second}
+def size_runs(size: int, work: Path, workers: int) -> dict:
+    """The whole graph on `size` generated images, then with nothing new, then after adding 1%."""
+    images, extra = CORPORA / f"corpus-{size}", CORPORA / f"extra-{size}"
+    corpus.generate(SHARED / "fruits-360", images, 0, size, workers)
+    corpus.generate(SHARED / "fruits-360", extra, size, size // 100, workers)
+    storage, home = work / f"storage-{size}", work / f"home-{size}"
+    full = materialize(images, storage, home / "full")
+    unchanged = materialize(images, storage, home / "unchanged")
+    added = []
+    for source in sorted(extra.rglob("*.jpg")):
+        target = images / source.relative_to(extra)
+        shutil.copy2(source, target)
+        added.append(target)
+    try:
+        rerun = materialize(images, storage, home / "added")
+    finally:
+        for target in added:
+            target.unlink()
+    return {"full": full, "unchanged": unchanged, "one_percent_added": rerun, "added": len(added)}
 
 
-def stage_shares(full: dict, workers: int) -> dict[str, float]:
-    """Wall-clock seconds per stage of the full run.
-
-    Decode and model times are summed over the Python workers running side by
-    side, so their wall-clock share is that sum divided by the number of workers.
-    """
-    steps, f = full["steps"], full["featurization"]
-    checks = sum(v for k, v in steps.items() if k not in ASSET_STEPS)
-    decode, model = f["decode_seconds"] / workers, f["model_seconds"] / workers
-    stages = {
-        "listing and reading images (raw_images)": steps["raw_images"],
-        "labels and screening (screen_images)": steps["screen_images"],
-        "decode and resize": decode,
-        "model": model,
-        "rest of featurization (Arrow transfer, Parquet write)": steps["mobilenet_features"] - decode - model,
-        "PCA fit (pca_model)": steps["pca_model"],
-        "projection and its Parquet (pca_features)": steps["pca_features"],
-        "the CSV (pca_features_csv)": steps["pca_features_csv"],
-        "asset checks": checks,
+def stages(run: dict, workers: int) -> dict[str, float]:
+    """Wall-clock seconds per stage of a run. Read, decode and model times are summed over the Python workers
+    side by side, so their wall-clock share is that sum divided by the workers."""
+    steps, f = run["steps"], run["featurization"]
+    read, decode, model = (f.get(k, 0.0) / workers for k in ("read_seconds", "decode_seconds", "model_seconds"))
+    parts = {
+        "listing and the listing's table (raw_images), JVM start included": steps["raw_images"],
+        "planning, commits, class index and checks (screen_and_featurize)": steps["screen_and_featurize"]
+        - read
+        - decode
+        - model,
+        "reading files (workers)": read,
+        "decoding and resizing (workers)": decode,
+        "model (workers)": model,
+        "moments and fit (pca_model)": steps["pca_model"],
+        "projection, table, CSV and its check (project_features)": steps["project_features"],
     }
-    stages["start-up and orchestration"] = full["seconds"] - sum(stages.values())
-    return stages
-
-
-ASSET_STEPS = ("raw_images", "screen_images", "mobilenet_features", "pca_model", "pca_features", "pca_features_csv")
+    parts["Dagster start-up and orchestration"] = run["seconds"] - sum(parts.values())
+    return parts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=SHARED / "fruits-360" / "Test")
-    parser.add_argument(
-        "--large-images",
-        type=Path,
-        default=SHARED / "fruits-360",
-        help="a larger tree, for the memory comparison (Training + Test)",
-    )
+    parser.add_argument("--sizes", type=int, nargs="*", default=[20000, 40000])
     parser.add_argument("--seed-baseline", type=Path, default=SHARED / "bench" / "seed_baseline.py")
     parser.add_argument("--skip-seed", action="store_true", help="leave the seed baseline out (it takes minutes)")
-    parser.add_argument("--engine", default="litert")
-    parser.add_argument("--batch-size", type=int, default=FeaturizationConfig().batch_size)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
 
     workers = os.cpu_count() or 1
-    results: dict = {"machine": machine(), "driver_class_archive": CLASS_ARCHIVE.is_file()}
+    config = IngestConfig()
+    results: dict = {"machine": machine(), "driver_class_archive": CLASS_ARCHIVE.is_file(), "sizes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        results["full"] = full_materialization(images=args.images.resolve(), work=work / "full")
-        results["bare_engine"] = bare_engine(args.engine, args.batch_size, workers, results["full"]["images"])
+        results["test"] = materialize(args.images.resolve(), work / "test-storage", work / "test-home")
+        for size in args.sizes:
+            results["sizes"][str(size)] = size_runs(size, work, workers)
+        largest = max(args.sizes, default=0)
+        results["bare_engine"] = bare_engine(config.engine, config.batch_size, workers, max(largest, 2000))
         results["decode_img_per_s"] = decode_rate(args.images, workers)
-        results["full_large"] = full_materialization(images=args.large_images.resolve(), work=work / "large")
-        results["warm"] = warm_rerun(args.images.resolve(), work / "warm")
         if not args.skip_seed:
             results["seed"] = seed_baseline(args.images, args.seed_baseline, work)
-    report(results)
+    report(results, workers)
     args.out.write_text(json.dumps(results, indent=2, default=float))
 
 
@@ -322,48 +311,45 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB"
 
 
-def report(r: dict) -> None:
-    full, bare = r["full"], r["bare_engine"]
+def report(r: dict, workers: int) -> None:
+    bare = r["bare_engine"]["img_per_s"]
     print(f"machine: {r['machine']}; Spark driver class archive: {'yes' if r['driver_class_archive'] else 'no'}")
-    runs = [("full materialization, every asset", full), ("  same, Training + Test", r["full_large"])]
+    print(
+        f"bare engine ({r['bare_engine']['engine']}, batch {r['bare_engine']['batch_size']}, {workers} x 1 thread): "
+        f"{bare:.1f} img/s; decoding and resizing alone: {r['decode_img_per_s']:.1f} img/s"
+    )
+    print(f"{'run':44} {'images':>7} {'seconds':>8} {'img/s':>8} {'peak RSS GB':>12} {'peak PSS GB':>12}")
+    rows = [("every asset, Test", r["test"])]
+    for size, runs in r["sizes"].items():
+        rows += [(f"every asset, {size}", runs["full"]), (f"  rerun, nothing new, {size}", runs["unchanged"])]
+        rows.append((f"  rerun, {runs['added']} new (1%), {size}", runs["one_percent_added"]))
     if "seed" in r:
-        runs.insert(0, ("seed baseline (notebook)", r["seed"]))
-    print(f"{'run':40} {'images':>7} {'seconds':>8} {'img/s':>8} {'peak RSS GB':>12} {'peak PSS GB':>12}")
-    for name, run in runs:
+        rows.insert(0, ("seed notebook pipeline, Test", r["seed"]))
+    for name, run in rows:
         print(
-            f"{name:40} {run['images']:7d} {run['seconds']:8.1f} {run['img_per_s']:8.1f} "
+            f"{name:44} {run['images']:7d} {run['seconds']:8.1f} {run['img_per_s']:8.1f} "
             f"{run['peak_rss_gb']:12.2f} {run['peak_pss_gb']:12.2f}"
         )
-    large = r["full_large"]
-    feat = full["featurization"]
-    feat_rate = feat["images_per_second"]
-    print(
-        f"bare engine ({bare['engine']}, batch {bare['batch_size']}, {bare['workers']} x 1 thread): "
-        f"{bare['img_per_s']:.1f} img/s; decode and resize alone: {r['decode_img_per_s']:.1f} img/s"
-    )
-    print(
-        f"featurization stage: {feat_rate:.1f} img/s ({feat['images']} images in {feat['stage_seconds']:.1f} s, "
-        "first task start to last features, by the workers' clocks)"
-    )
-    print("stages of the full materialization:")
-    stages = stage_shares(full, r["bare_engine"]["workers"])
-    for name, sec in stages.items():
-        print(f"  {name:48} {sec:6.1f} s {100 * sec / full['seconds']:5.1f} %")
-    warm = r["warm"]
-    print(
-        f"the graph twice in one process: {warm['first_seconds']:.1f} s, then {warm['second_seconds']:.1f} s "
-        f"with the JVM and workers warm ({warm['img_per_s']:.1f} img/s)"
-    )
     print("ratios:")
+    for size, runs in r["sizes"].items():
+        full, added, unchanged = runs["full"], runs["one_percent_added"], runs["unchanged"]
+        print(f"  every asset, {size} images / bare engine (img/s):  {full['img_per_s'] / bare:.2f}")
+        print(f"  rerun after adding 1%, {size} / full run (s):    {added['seconds'] / full['seconds']:.2f}")
+        print(f"  rerun with nothing new, {size} / full run (s):   {unchanged['seconds'] / full['seconds']:.2f}")
+    if r["sizes"]:
+        largest, test = r["sizes"][str(max(int(k) for k in r["sizes"]))]["full"], r["test"]
+        pss, rss = largest["peak_pss_gb"] / test["peak_pss_gb"], largest["peak_rss_gb"] / test["peak_rss_gb"]
+        print(f"  peak PSS, {largest['images']} images / Test:          {pss:.2f}")
+        print(f"  peak RSS, {largest['images']} images / Test:          {rss:.2f}")
     if "seed" in r:
-        print(f"  full materialization / seed baseline (img/s): {full['img_per_s'] / r['seed']['img_per_s']:.1f}x")
-        print(f"  warm second run / seed baseline (img/s):      {warm['img_per_s'] / r['seed']['img_per_s']:.1f}x")
-    print(f"  featurization stage / bare engine (img/s):    {feat_rate / bare['img_per_s']:.2f}")
-    print(f"  peak PSS, Training + Test / Test:             {large['peak_pss_gb'] / full['peak_pss_gb']:.2f}")
-    print(f"  peak RSS, Training + Test / Test:             {large['peak_rss_gb'] / full['peak_rss_gb']:.2f}")
-    for name, run in (("Test", full), ("Training + Test", large)):
+        speedup = r["test"]["img_per_s"] / r["seed"]["img_per_s"]
+        print(f"  every asset / seed notebook, Test (img/s):       {speedup:.1f}x")
+    for name, run in [("Test", r["test"])] + [(f"{k} images", v["full"]) for k, v in r["sizes"].items()]:
+        print(f"stages of the run on {name} ({run['seconds']:.1f} s):")
+        for stage, sec in stages(run, workers).items():
+            print(f"  {stage:66} {sec:6.1f} s {100 * sec / run['seconds']:5.1f} %")
         parts = ", ".join(f"{kind} {gb:.2f}" for kind, gb in run["peak_pss_gb_by_process"].items())
-        print(f"  PSS at the peak of {name}: {parts} GB")
+        print(f"  PSS at the peak: {parts} GB")
 
 
 if __name__ == "__main__":

@@ -16,39 +16,41 @@ from dagster import (
     ResourceDefinition,
     definitions,
     in_process_executor,
-    load_asset_checks_from_modules,
     load_assets_from_modules,
 )
 
 from fruits_assets.assets import features, images, pca
-from fruits_assets.assets.config import RUN_CONFIG_CHECK, RunConfigCheck
+from fruits_assets.assets.config import RUN_GUARD, RunGuard
 from fruits_assets.resources.emr import emr_step_launcher
 from fruits_assets.resources.io_managers import (
     CSV_IO_MANAGER,
+    DELTA_IO_MANAGER,
     JSON_IO_MANAGER,
     MODEL_IO_MANAGER,
-    PARQUET_IO_MANAGER,
+    DeltaIOManager,
     JsonIOManager,
     SparkCsvIOManager,
     SparkMLModelIOManager,
-    SparkParquetIOManager,
 )
 from fruits_assets.resources.locations import LOCATIONS, DataLocations
+from fruits_assets.resources.models import MODELS, ModelStore
 from fruits_assets.resources.s3 import EncryptedS3Resource
 from fruits_assets.resources.spark_resource import PYSPARK, STEP_LAUNCHER, SparkResource
+from fruits_assets.resources.tables import TABLES, DeltaTables
 from fruits_assets.settings import Settings
-from fruits_assets.spark.config import app_config, cluster_config, local_config, s3a_config
+from fruits_assets.spark.config import app_config, cluster_config, jars_config, local_config, s3a_config
 
 ASSET_MODULES = [images, features, pca]
 NO_STEP_LAUNCHER = ResourceDefinition.none_resource(description="Every step runs in the run's own process.")
 
 
 def _spark(settings: Settings, deployment_config: dict[str, str]) -> SparkResource:
-    """The session of a deployment: the project's app settings, the deployment's, S3A where the data is on S3."""
+    """The session of a deployment run from here: the app's settings, the deployment's, Delta's jars, and
+    S3A's where the data is on S3."""
     config = app_config(settings.worker_python, driver_python=sys.executable) | deployment_config
     if settings.needs_s3:
         config |= s3a_config(settings.aws_endpoint_url, settings.aws_region, settings.kms_key_id)
-    return SparkResource(spark_config=config)
+    return SparkResource(spark_config=config | jars_config("delta", *(["s3a"] if settings.needs_s3 else [])))
 
 
 def local_resources(settings: Settings) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def cluster_resources(settings: Settings) -> dict[str, Any]:
 
 
 def emr_resources(settings: Settings) -> dict[str, Any]:
-    """On the orchestrating host, the EMR step launcher; inside a step, YARN and EMRFS from the cluster's defaults."""
+    """On the orchestrating host, the EMR step launcher; inside a step, YARN, EMRFS and Delta from the cluster."""
     spark = SparkResource(spark_config=app_config(settings.worker_python, driver_python=sys.executable))
     if settings.inside_spark_submit:
         return {PYSPARK: spark, STEP_LAUNCHER: NO_STEP_LAUNCHER}
@@ -93,17 +95,22 @@ def build_defs(settings: Settings) -> Definitions:
     s3 = EncryptedS3Resource(
         kms_key_id=settings.kms_key_id, region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
     )
+    tables = DeltaTables(locations=locations, pyspark=pyspark)
+    models = ModelStore(locations=locations, pyspark=pyspark)
+    # Inside a step on EMR the orchestrating run holds the storage root's lock.
+    guard = RunGuard(storage=settings.storage, s3=s3, lock=not settings.inside_spark_submit)
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
-        asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
         resources={
             **resources,
             LOCATIONS: locations,
-            RUN_CONFIG_CHECK: RunConfigCheck(),
-            PARQUET_IO_MANAGER: SparkParquetIOManager(locations=locations, pyspark=pyspark),
+            TABLES: tables,
+            MODELS: models,
+            RUN_GUARD: guard,
+            DELTA_IO_MANAGER: DeltaIOManager(tables=tables),
             CSV_IO_MANAGER: SparkCsvIOManager(locations=locations, pyspark=pyspark),
-            MODEL_IO_MANAGER: SparkMLModelIOManager(locations=locations, pyspark=pyspark),
-            JSON_IO_MANAGER: JsonIOManager(locations=locations, s3=s3),
+            MODEL_IO_MANAGER: SparkMLModelIOManager(models=models),
+            JSON_IO_MANAGER: JsonIOManager(locations=locations, pyspark=pyspark),
         },
         # One process runs every step, so one Spark session (one JVM) serves the whole run.
         executor=in_process_executor,

@@ -2,7 +2,9 @@
 
 `make setup` (and the EMR release) calls it. Three things, each skipped when present:
 - the LiteRT model, converted from the Keras port of the verified checkpoint;
-- `hadoop-aws` and its AWS SDK, resolved by Spark from Maven Central into Ivy's cache;
+- the jars Spark needs beside its own: Delta Lake, and `hadoop-aws` with its AWS SDK,
+  resolved from Maven Central by Spark's own resolver, each set into a folder of its
+  own, so that runs name the files and no session resolves anything as it starts;
 - the Spark driver's class-data sharing archive (AppCDS), written by a JVM that ran
   the whole graph on a few generated images, and installed only once a fresh
   driver started with `-Xshare:on` has mapped it (a truncated archive crashes the JVM).
@@ -15,13 +17,24 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from fruits_assets.spark.config import CLASS_ARCHIVE, JAVA_OPTIONS, app_config, local_config, s3a_config
+from fruits_assets.spark.config import (
+    CLASS_ARCHIVE,
+    JARS,
+    JAVA_OPTIONS,
+    app_config,
+    delta_sql_config,
+    jar_files,
+    jars_config,
+    local_config,
+    packages,
+)
 from fruits_assets.vision.engines import MODEL_DIR, litert_model_path, model_recipe
 
 STEPS = ("litert", "jars", "class-archive")
@@ -60,16 +73,42 @@ def _made_of() -> dict[str, object]:
 
 
 def _spark_session(config: dict[str, str]):
-    """A local session as runs start theirs (`config` added), outside Dagster."""
+    """A local session as runs start theirs (`config` added), outside Dagster; without Delta's SQL extension
+    unless Delta's jars are in `config`."""
     from pyspark.sql import SparkSession
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    return SparkSession.builder.config(map=app_config(sys.executable, sys.executable) | config).getOrCreate()
+    app = app_config(sys.executable, sys.executable)
+    if "spark.jars" not in config:
+        app = {k: v for k, v in app.items() if k not in delta_sql_config()}
+    return SparkSession.builder.config(map=app | config).getOrCreate()
 
 
-def fetch_s3a_jars() -> None:
-    """Resolve `hadoop-aws` and its AWS SDK into Ivy's cache now, not on the first run that reads S3."""
-    _spark_session(local_config("local[1]") | s3a_config(None, "eu-west-3")).stop()
+def fetch_jars(jars: Path = JARS) -> None:
+    """Each jar set, resolved by Spark's resolver (Ivy) from Maven Central, copied into `jars/<name>/jars/`."""
+    for name, package in packages().items():
+        folder = jars / name / "jars"
+        if list(folder.glob("*.jar")):
+            continue
+        with tempfile.TemporaryDirectory() as work:
+            resolved = Path(work) / "resolved"
+            if in_fresh_process(_resolve, local_config("local[1]") | {"spark.jars.packages": package}, resolved) != 0:
+                raise RuntimeError(f"could not resolve {package} from Maven Central")
+            staging = folder.with_name(".jars-partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            for jar in resolved.read_text().split(","):
+                source = Path(jar.removeprefix("file:"))
+                shutil.copy2(source, staging / source.name)
+            staging.rename(folder)
+        jar_files(name, jars)  # a clear error if the resolution left nothing
+
+
+def _resolve(config: dict[str, str], out: Path) -> None:
+    """Start a session that resolves `spark.jars.packages`; write the local jars it resolved to `out`."""
+    spark = _spark_session(config)
+    out.write_text(spark.sparkContext.getConf().get("spark.jars"))
+    spark.stop()
 
 
 def write_sample_images(root: Path) -> None:
@@ -94,7 +133,7 @@ def _run_graph_then_dump(archive: Path, work: Path) -> None:
     images, storage = work / "images", work / "storage"
     write_sample_images(images)
     dump = {JAVA_OPTIONS: f"-XX:ArchiveClassesAtExit={archive} -Xlog:cds=off"}
-    spark = _spark_session(local_config() | dump)
+    spark = _spark_session(local_config() | jars_config("delta") | dump)
     jvm = SparkContext._gateway.proc
     try:  # the graph's resource gets the session started above
         defs = build_defs(Settings(images=str(images), storage=str(storage)))
@@ -110,7 +149,7 @@ def start_with(archive: Path) -> None:
     """Start a local session that must map `archive` (`-Xshare:on` makes the JVM fail otherwise)."""
     crash_report = Path(tempfile.gettempdir()) / "fruits-jvm-archive-check-%p.log"  # not in the working directory
     options = f"-XX:SharedArchiveFile={archive} -Xshare:on -XX:ErrorFile={crash_report}"
-    spark = _spark_session(local_config("local[1]") | {JAVA_OPTIONS: options})
+    spark = _spark_session(local_config("local[1]") | jars_config("delta") | {JAVA_OPTIONS: options})
     spark.range(1).count()
     spark.stop()
 
@@ -151,8 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         path = prepare_litert_model()
         print(f"LiteRT model ready: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if "jars" in steps:
-        fetch_s3a_jars()
-        print("hadoop-aws and its AWS SDK are in Ivy's cache")
+        fetch_jars()
+        print(f"Delta Lake, hadoop-aws and its AWS SDK are in {JARS}")
     if "class-archive" in steps:
         if build_class_archive():
             print(f"Spark driver class archive ready: {CLASS_ARCHIVE} ({CLASS_ARCHIVE.stat().st_size / 1e6:.0f} MB)")

@@ -120,12 +120,21 @@ def write_tree(root: Path, layout: dict[str, int], colors: dict[str, tuple[int, 
     return written
 
 
-def run_graph(images: Path, storage: Path, run_config: dict | None = None, raise_on_error: bool = True):
-    """Every asset and check in this process, on the local deployment, as `make run` materializes them."""
+def run_graph(
+    images: Path, storage: Path, run_config: dict | None = None, raise_on_error: bool = True, select: str = "*"
+):
+    """The assets `select` names (every one by default) and their checks, in this process, on the local deployment."""
+    from dagster import AssetSelection, Definitions, define_asset_job
+
     from fruits_assets.definitions import build_defs
     from fruits_assets.settings import Settings
 
-    job = build_defs(Settings(images=str(images), storage=str(storage))).resolve_implicit_global_asset_job_def()
+    defs = build_defs(Settings(images=str(images), storage=str(storage)))
+    if select != "*":
+        selected = Definitions(jobs=[define_asset_job("selected", AssetSelection.from_string(select))])
+        job = Definitions.merge(defs, selected).resolve_job_def("selected")
+    else:
+        job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(run_config=run_config or {}, raise_on_error=raise_on_error)
 
 
@@ -133,6 +142,26 @@ def run_graph(images: Path, storage: Path, run_config: dict | None = None, raise
 def spark():
     """The project's own local session (what the assets use), shared by every Spark test."""
     from fruits_assets.resources.spark_resource import SparkResource
-    from fruits_assets.spark.config import app_config, local_config
+    from fruits_assets.spark.config import app_config, jars_config, local_config
 
-    return SparkResource(spark_config=app_config(sys.executable, sys.executable) | local_config()).spark_session
+    config = app_config(sys.executable, sys.executable) | local_config() | jars_config("delta")
+    return SparkResource(spark_config=config).spark_session
+
+
+def table(location: Path | str, storage_options: dict[str, str] | None = None, version: int | None = None):
+    """A Delta table read by delta-rs (the `deltalake` package): an independent reader, no Spark, as pandas."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(location), version=version, storage_options=storage_options).to_pandas()
+
+
+def s3_options(env: dict[str, str]) -> dict[str, str]:
+    """delta-rs's options for the loopback S3 server that `env` (as `loopback_aws` gives it) names."""
+    return {
+        "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
+        "AWS_REGION": env["AWS_REGION"],
+        "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }

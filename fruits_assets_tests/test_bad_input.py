@@ -1,18 +1,19 @@
 """Odd, broken and hostile files among good ones: every image featurized or rejected with its reason."""
 
 import io
-import shutil
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from fruits_assets.vision.reasons import Reason
 
-from .conftest import fruit_jpeg, run_graph, write_tree
+from .conftest import fruit_jpeg, run_graph, table, write_tree
+from .formats import PHOTO_FORMATS, STRAYS, animated_gif, as_png, photo, stray
 from .test_preprocess import corrupted, encode, png_header_only
 
 LAYOUT = {"Training/Apple Red 1": 5, "Training/Banana 1": 5, "Test/Apple Red 1": 3, "Test/Banana 1": 3}
@@ -62,14 +63,47 @@ BROKEN = {
 }
 
 
+# Every photo format, twice per label folder, each beside its twin: the same image decoded by Pillow and saved as PNG.
+FORMAT_LABELS = {"Formats/Kiwi 1": (120, 160, 60), "Formats/Plum 1": (110, 40, 90)}
+
+
+def _format_files() -> tuple[dict[str, bytes], list[tuple[str, str]]]:
+    """The files, and the (photo, twin) pairs whose features must agree."""
+    files, pairs = {}, []
+    for folder, color in FORMAT_LABELS.items():
+        photos = {
+            f"{folder}/{copy} {ext}.{ext}": photo(ext, color, 10 * i + copy)
+            for i, ext in enumerate(sorted(PHOTO_FORMATS))
+            for copy in range(2)
+        }
+        photos[f"{folder}/animated.gif"] = animated_gif(color)
+        for path, content in photos.items():
+            twin = path.rsplit(".", 1)[0] + " twin.png"
+            files |= {path: content, twin: as_png(content)}
+            pairs.append((path, twin))
+    return files, pairs
+
+
+FORMAT_FILES, FORMAT_PAIRS = _format_files()
+STRAY_PATHS = {f"Formats/Kiwi 1/{name}": reason for name, (_, reason) in STRAYS.items()}
+
+
 def build_tree(root: Path) -> None:
     write_tree(root, LAYOUT, COLORS)
-    for relative, make in ODD_BUT_FINE.items():
+    files = {relative: make() for relative, make in ODD_BUT_FINE.items()}
+    files |= {relative: make() for relative, (make, _) in BROKEN.items()}
+    files |= FORMAT_FILES | {path: stray(path.rsplit("/", 1)[1]) for path in STRAY_PATHS}
+    for relative, content in files.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        (root / relative).write_bytes(make())
-    for relative, (make, _) in BROKEN.items():
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        (root / relative).write_bytes(make())
+        (root / relative).write_bytes(content)
+    os.symlink(root / "nowhere.jpg", root / "Test" / "Banana 1" / "ghost.jpg")  # a dangling link
+    for name in ("a.sock",):  # an entry no one can read: open() fails on a socket
+        SOCKETS.append(socket.socket(socket.AF_UNIX))
+        SOCKETS[-1].bind(str(root / "Test" / "Banana 1" / name))
+
+
+SOCKETS: list[socket.socket] = []
+UNREADABLE = {"Test/Banana 1/ghost.jpg": "FileNotFoundError", "Test/Banana 1/a.sock": "not a regular file"}
 
 
 def materialize(root: Path, storage: Path):
@@ -87,93 +121,117 @@ def metadata_of(result, asset: str) -> dict:
 def first_run(tmp_path_factory):
     root, storage = tmp_path_factory.mktemp("images"), tmp_path_factory.mktemp("storage")
     build_tree(root)
-    return root, storage, materialize(root, storage)
+    yield root, storage, materialize(root, storage)
+    for listener in SOCKETS:
+        listener.close()
 
 
 def _relative(paths: pd.Series, root: Path) -> list[str]:
     return sorted(p.split(f"{root.as_posix()}/", 1)[1] for p in paths)
 
 
-def test_every_broken_file_is_rejected_with_its_reason(first_run):
+def test_every_entry_that_is_not_featurized_is_rejected_with_its_reason(first_run):
     root, storage, _ = first_run
-    rejected = pq.read_table(storage / "rejected_images").to_pandas()
+    rejected = table(storage / "rejected_images")
     rejected["relative"] = [p.split(f"{root.as_posix()}/", 1)[1] for p in rejected["path"]]
-    assert dict(zip(rejected["relative"], rejected["reason"], strict=True)) == {
-        path: reason for path, (_, reason) in BROKEN.items()
-    }
+    reasons = dict(zip(rejected["relative"], rejected["reason"], strict=True))
+    expected = {path: reason for path, (_, reason) in BROKEN.items()} | STRAY_PATHS
+    expected |= {path: Reason.UNREADABLE for path in UNREADABLE}
+    assert reasons == expected
     assert rejected["message"].str.len().gt(0).all()
-    bomb = rejected.set_index("relative").loc["Training/Banana 1/bomb.png"]
-    assert "60000x60000" in bomb["message"]
+    messages = rejected.set_index("relative")["message"]
+    assert "60000x60000" in messages["Training/Banana 1/bomb.png"]
+    assert all(cause in messages[path] for path, cause in UNREADABLE.items())
+    assert "QuickTime video" in messages["Formats/Kiwi 1/clip.mov"] and "PDF" in messages["Formats/Kiwi 1/scan.pdf"]
 
 
-def test_everything_that_decodes_is_featurized_and_the_counts_reconcile(first_run):
+def test_every_decodable_image_is_featurized_like_its_twin_and_the_counts_reconcile(first_run):
     root, storage, result = first_run
-    features = pq.read_table(storage / "mobilenet_features").to_pandas()
+    features = table(storage / "mobilenet_features")
     good = [f"{folder}/{i}_100.jpg" for folder, n in LAYOUT.items() for i in range(n)]
-    assert _relative(features["path"], root) == sorted(good + list(ODD_BUT_FINE))
+    assert _relative(features["path"], root) == sorted(good + list(ODD_BUT_FINE) + list(FORMAT_FILES))
     assert np.isfinite(np.stack(features["features"].to_numpy())).all()
+    by_path = {
+        p.split(f"{root.as_posix()}/", 1)[1]: f for p, f in zip(features["path"], features["features"], strict=True)
+    }
+    assert len(FORMAT_PAIRS) == len(FORMAT_LABELS) * (2 * len(PHOTO_FORMATS) + 1)
+    assert max(np.abs(by_path[a] - by_path[b]).max() for a, b in FORMAT_PAIRS) <= 1e-3
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert all(e.passed for name, e in checks.items() if name != "explained_variance_reaches_target")
-    accounted = checks["every_image_accounted_for"].metadata
-    assert accounted["raw_images"].value == len(good) + len(ODD_BUT_FINE) + len(BROKEN)
-    assert accounted["mobilenet_features"].value == len(good) + len(ODD_BUT_FINE)
-    assert accounted["rejected_images"].value == len(BROKEN)
-    reasons = metadata_of(result, "rejected_images")["images_per_reason"]
-    assert {r.data["reason"]: r.data["images"] for r in reasons.records} == {r: 1 for _, r in BROKEN.values()}
+    accounted = {k: v.value for k, v in checks["every_image_accounted_for"].metadata.items()}
+    listed = len(good) + len(ODD_BUT_FINE) + len(BROKEN) + len(FORMAT_FILES) + len(STRAY_PATHS) + len(UNREADABLE)
+    assert accounted["raw_images"] == listed
+    assert accounted["mobilenet_features"] == len(good) + len(ODD_BUT_FINE) + len(FORMAT_FILES)
+    assert accounted["rejected_images"] == len(BROKEN) + len(STRAY_PATHS) + len(UNREADABLE)
+    reasons = metadata_of(result, "rejected_images")["new_images_per_reason"]
+    expected = pd.Series(
+        [r for _, r in BROKEN.values()] + list(STRAY_PATHS.values()) + ["unreadable"] * 2
+    ).value_counts()
+    assert {r.data["reason"]: r.data["images"] for r in reasons.records} == expected.to_dict()
 
 
 def test_awkward_deep_paths_keep_their_label_and_are_quoted_in_the_csv(first_run):
     root, storage, _ = first_run
-    table = pd.read_csv(storage / "pca_features.csv", keep_default_na=False)
-    deep = table[table["path"].str.endswith("ü 1.jpg")]
+    csv = pd.read_csv(storage / "pca_features.csv", keep_default_na=False)
+    deep = csv[csv["path"].str.endswith("ü 1.jpg")]
     assert deep[["label", "split"]].values.tolist() == [["Pêche ünd 桃 1", "Test"]]
     assert f"{root.as_posix()}/deep/er/still/Test/Pêche ünd 桃 1/ü 1.jpg" in deep["path"].iloc[0]
 
 
-def test_a_second_run_reuses_features_and_reproduces_the_csv_byte_for_byte(first_run, tmp_path):
+def test_a_second_run_reads_nothing_and_a_fresh_one_reproduces_the_csv_byte_for_byte(first_run, tmp_path):
     root, storage, first = first_run
     again = materialize(root, storage)
-    assert {k: metadata_of(again, "mobilenet_features")[k] for k in ("new", "reused", "removed")} == {
-        "new": 0,
-        "reused": metadata_of(first, "mobilenet_features")["rows"],
-        "removed": 0,
-    }
+    features = metadata_of(again, "mobilenet_features")
+    assert (features["files_read"], features["images"], features["unchanged"]) == (0, 0, True)
+    assert features["files_unchanged"] == metadata_of(first, "mobilenet_features")["files_read"]
+    assert metadata_of(again, "pca_features")["unchanged"] and metadata_of(again, "pca_features_csv")["unchanged"]
     fresh = materialize(root, tmp_path / "fresh storage")  # recomputed from scratch elsewhere
-    csv = (storage / "pca_features.csv").read_bytes()
-    assert csv == (tmp_path / "fresh storage" / "pca_features.csv").read_bytes()
-    assert metadata_of(fresh, "mobilenet_features")["new"] == metadata_of(first, "mobilenet_features")["rows"]
+    assert (storage / "pca_features.csv").read_bytes() == (tmp_path / "fresh storage" / "pca_features.csv").read_bytes()
+    assert metadata_of(fresh, "mobilenet_features")["images"] == metadata_of(first, "mobilenet_features")["images"]
 
 
-def test_only_new_and_changed_images_are_featurized(tmp_path):
+def test_only_new_and_changed_files_are_read_and_the_model_sees_only_them(tmp_path):
     root, storage = tmp_path / "images", tmp_path / "storage"
     write_tree(root, {"Test/Apple Red 1": 4, "Test/Banana 1": 4}, COLORS)
     materialize(root, storage)
-    before = pq.read_table(storage / "mobilenet_features").to_pandas().set_index("path")
+    before = table(storage / "mobilenet_features").set_index("path")
 
     apples = root / "Test" / "Apple Red 1"
-    (apples / "0_100.jpg").rename(apples / "renamed.jpg")  # same bytes, new name: reused
+    (apples / "0_100.jpg").rename(apples / "renamed.jpg")  # a new path: read again, the same features
     (apples / "1_100.jpg").write_bytes(fruit_jpeg((180, 10, 10), seed=99))  # changed bytes: recomputed
     (apples / "2_100.jpg").unlink()  # deleted: leaves the outputs
-    shutil.copy(apples / "3_100.jpg", apples / "copy of 3.jpg")  # known bytes under a new name: reused
     (root / "Test" / "Banana 1" / "new.jpg").write_bytes(fruit_jpeg((240, 220, 40), seed=42))  # new
     result = materialize(root, storage)
 
     changes = metadata_of(result, "mobilenet_features")
-    assert {k: changes[k] for k in ("new", "reused", "removed")} == {"new": 2, "reused": 7, "removed": 2}
-    [observation] = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
-    assert observation.event_specific_data.asset_observation.metadata["images"].value == 2  # the model saw two
-    after = pq.read_table(storage / "mobilenet_features").to_pandas().set_index("path")
-    prefix = f"{apples.as_posix()}/"
-    assert len(after) == 9 and not any(p.endswith(prefix + "2_100.jpg") for p in after.index)
-    renamed = [p for p in after.index if p.endswith(prefix + "renamed.jpg")]
-    original = [p for p in before.index if p.endswith(prefix + "0_100.jpg")]
-    np.testing.assert_array_equal(after.loc[renamed[0], "features"], before.loc[original[0], "features"])
-    changed = [p for p in after.index if p.endswith(prefix + "1_100.jpg")][0]
-    assert np.abs(after.loc[changed, "features"] - before.loc[changed, "features"]).max() > 1e-3
-    assert len(pd.read_csv(storage / "pca_features.csv")) == 9
+    assert (changes["files_read"], changes["files_unchanged"], changes["files_removed"]) == (3, 5, 2)
+    assert changes["images"] == 3  # the model saw three images, not eight
+    assert (changes["inserted"], changes["updated"], changes["deleted"]) == (2, 1, 2)
+    after = table(storage / "mobilenet_features").set_index("path")
+    prefix = f"file:{apples.as_posix()}/"
+    assert len(after) == 8 and prefix + "2_100.jpg" not in after.index and prefix + "0_100.jpg" not in after.index
+    np.testing.assert_allclose(
+        after.loc[prefix + "renamed.jpg", "features"], before.loc[prefix + "0_100.jpg", "features"], atol=1e-6
+    )
+    assert (
+        np.abs(after.loc[prefix + "1_100.jpg", "features"] - before.loc[prefix + "1_100.jpg", "features"]).max() > 1e-3
+    )
+    assert len(pd.read_csv(storage / "pca_features.csv")) == 8
 
 
-def test_a_root_whose_images_are_all_broken_is_a_clear_error(tmp_path):
+def test_a_file_gone_between_listing_and_reading_is_rejected_as_unreadable(tmp_path):
+    root, storage = tmp_path / "images", tmp_path / "storage"
+    write_tree(root, {"Test/Apple Red 1": 3}, COLORS)
+    assert run_graph(root, storage, select="raw_images").success
+    (root / "Test" / "Apple Red 1" / "1_100.jpg").unlink()  # listed, then gone before anything read it
+    result = run_graph(root, storage, select="key:labeled_images+ or key:rejected_images")
+    assert result.success
+    rejected = table(storage / "rejected_images")
+    assert rejected["reason"].tolist() == ["unreadable"] and "FileNotFoundError" in rejected["message"].iloc[0]
+    assert len(table(storage / "mobilenet_features")) == 2
+
+
+def test_a_root_whose_files_are_all_rejected_is_a_clear_error(tmp_path):
     (tmp_path / "images" / "Kiwi 1").mkdir(parents=True)
     (tmp_path / "images" / "Kiwi 1" / "broken.jpg").write_bytes(b"no image here")
     result = run_graph(tmp_path / "images", tmp_path / "storage", raise_on_error=False)
@@ -181,5 +239,4 @@ def test_a_root_whose_images_are_all_broken_is_a_clear_error(tmp_path):
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "pca_model"
     assert "every image was rejected (see the rejected_images asset)" in str(failure.step_failure_data.error)
-    rejected = pq.read_table(tmp_path / "storage" / "rejected_images").to_pandas()
-    assert rejected["reason"].tolist() == [Reason.NOT_AN_IMAGE]
+    assert table(tmp_path / "storage" / "rejected_images")["reason"].tolist() == [Reason.NOT_AN_IMAGE]

@@ -13,11 +13,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from pyspark.find_spark_home import _find_spark_home
 
-from .conftest import free_port, materialize_in_shell, start_server, stop_server, write_tree
+from .conftest import free_port, materialize_in_shell, start_server, stop_server, table, write_tree
 
 SPARK_HOME = Path(_find_spark_home())
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40), "Kiwi 1": (120, 100, 40)}
@@ -82,8 +81,8 @@ def _materialize(root: Path, storage: Path, env: dict[str, str]) -> None:
 
 
 def _features(storage: Path) -> dict[str, np.ndarray]:
-    table = pq.read_table(storage / "mobilenet_features").to_pandas()
-    return dict(zip(table["path"], table["features"], strict=True))
+    stored = table(storage / "mobilenet_features")
+    return dict(zip(stored["path"], stored["features"], strict=True))
 
 
 def _featurize_tasks_per_worker(events: Path) -> dict[str, int]:
@@ -101,7 +100,7 @@ def _featurize_tasks_per_worker(events: Path) -> dict[str, int]:
             description = (event.get("Properties") or {}).get("spark.job.description", "")
             for stage in event["Stage IDs"]:
                 stage_jobs[stage] = description
-        elif kind == "SparkListenerTaskEnd" and "featurize" in stage_jobs.get(event["Stage ID"], ""):
+        elif kind == "SparkListenerTaskEnd" and "read, screen and featurize" in stage_jobs.get(event["Stage ID"], ""):
             per_worker[executors[event["Task Info"]["Executor ID"]]] += 1
     return dict(per_worker)
 

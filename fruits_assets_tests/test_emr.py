@@ -25,7 +25,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -33,16 +32,25 @@ from moto.emr.models import emr_backends
 from moto.server import ThreadedMotoServer
 from pyspark.find_spark_home import _find_spark_home
 
-from fruits_assets.spark.config import s3a_config
+from fruits_assets.spark.config import jars_config, s3a_config
 
-from .conftest import aws_client, free_port, fruit_jpeg, loopback_aws, materialize_command, materialize_in_shell
+from .conftest import (
+    aws_client,
+    free_port,
+    fruit_jpeg,
+    loopback_aws,
+    materialize_command,
+    materialize_in_shell,
+    s3_options,
+    table,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 RELEASE = PROJECT / "build" / "release"
 BUCKET, REGION = "fruits", "eu-west-3"
 COLORS = {"Test/Apple Red 1": (200, 20, 30), "Test/Banana 1": (240, 220, 40), "Training/Kiwi 1": (120, 100, 40)}
 NODE_PREFIX = "/opt/fruits"  # where bootstrap/configurations.json expects the bootstrapped Python
-STEPS = 12  # six asset steps (screen_images makes three assets) and six checks
+STEPS = 4  # raw_images, screen_and_featurize (four assets), pca_model, project_features (two); checks inside
 
 
 def _render_configurations(kms_key: str) -> list[dict]:
@@ -75,12 +83,15 @@ class EmrStepRunner(threading.Thread):
         return value.replace(NODE_PREFIX, str(self.node))
 
     def _cluster_conf(self) -> dict[str, str]:
-        """spark-defaults as the cluster has them, and EMRFS's encryption as S3A's (S3A stands in for EMRFS)."""
+        """spark-defaults as the cluster has them, EMRFS's encryption as S3A's (S3A stands in for EMRFS), and
+        the Delta Lake jars EMR puts on the class path when `delta-defaults` enables it."""
         conf = {k: self._on_node(v) for k, v in self.configurations["spark-defaults"]["Properties"].items()}
         emrfs = self.configurations["emrfs-site"]["Properties"]
         assert emrfs["fs.s3.enableServerSideEncryption"] == "true"
+        assert self.configurations["delta-defaults"]["Properties"]["delta.enabled"] == "true"
         kms_key = emrfs.get("fs.s3.serverSideEncryption.kms.keyId")
-        return conf | s3a_config(self.env["AWS_ENDPOINT_URL"], self.env["AWS_REGION"], kms_key)
+        s3a = s3a_config(self.env["AWS_ENDPOINT_URL"], self.env["AWS_REGION"], kms_key)
+        return conf | s3a | jars_config("delta", "s3a")
 
     def _local_command(self, args: list[str], folder: Path) -> list[str]:
         """The step's command with what only EMR has replaced: YARN, EMRFS, its spark-defaults."""
@@ -265,7 +276,7 @@ def emr_run(aws, node, tmp_path_factory):
         "runner": runner,
         "instance": DagsterInstance.from_config(str(home)),
         "key": key,
-        "failed": (failed, (work / "failed.log").read_text()),
+        "failed": (failed, DagsterInstance.from_config(str(failed_home))),
     }
 
 
@@ -274,13 +285,8 @@ def _keys(s3, prefix: str) -> list[str]:
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
-def _parquet(s3, prefix: str):
-    parts = [
-        pq.read_table(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read())).to_pandas()
-        for k in _keys(s3, prefix)
-        if k.endswith(".parquet")
-    ]
-    return __import__("pandas").concat(parts, ignore_index=True)
+def _table(aws: dict[str, str], prefix: str):
+    return table(f"s3://{BUCKET}/{prefix}", s3_options(aws))
 
 
 def test_every_asset_and_check_ran_as_its_own_emr_step(emr_run):
@@ -292,7 +298,7 @@ def test_every_asset_and_check_ran_as_its_own_emr_step(emr_run):
         assert "--py-files" in args and args[-3].endswith("emr_step.py")
     [run] = [r for r in emr_run["instance"].get_runs()]
     checks = emr_run["instance"].all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-    assert len(checks) == 6 and all(c.dagster_event.event_specific_data.passed for c in checks)
+    assert len(checks) == 7 and all(c.dagster_event.event_specific_data.passed for c in checks)
     for asset in ("raw_images", "labeled_images", "rejected_images", "class_index", "mobilenet_features"):
         assert emr_run["instance"].get_latest_materialization_event(AssetKey(asset)) is not None
     for asset in ("pca_model", "pca_features", "pca_features_csv"):
@@ -309,16 +315,16 @@ def test_steps_ran_on_the_bootstrapped_environment_which_has_neither_tensorflow_
     assert emr_run["runner"].commands  # every step above ran with that Python (spark-defaults on the node)
 
 
-def test_the_outputs_on_s3_match_a_local_run_on_the_same_images(emr_run):
+def test_the_outputs_on_s3_match_a_local_run_on_the_same_images(emr_run, aws):
     s3 = emr_run["s3"]
-    on_emr, local = _parquet(s3, "out/mobilenet_features/"), _parquet(s3, "local-out/mobilenet_features/")
+    on_emr, local = _table(aws, "out/mobilenet_features"), _table(aws, "local-out/mobilenet_features")
     assert sorted(on_emr["path"]) == sorted(local["path"]) and len(on_emr) == 12
     emr_features = dict(zip(on_emr["path"], on_emr["features"], strict=True))
     assert max(np.abs(emr_features[p] - f).max() for p, f in zip(local["path"], local["features"], strict=True)) <= 1e-3
     csv = s3.get_object(Bucket=BUCKET, Key="out/pca_features.csv")["Body"].read()
     assert csv == s3.get_object(Bucket=BUCKET, Key="local-out/pca_features.csv")["Body"].read()
     assert csv.count(b"\n") == 13
-    rejected = _parquet(s3, "out/rejected_images/")
+    rejected = _table(aws, "out/rejected_images")
     assert rejected["reason"].tolist() == ["not_an_image"]
     class_index = json.loads(s3.get_object(Bucket=BUCKET, Key="out/class_index.json")["Body"].read())
     assert class_index == {"Apple Red 1": 0, "Banana 1": 1, "Kiwi 1": 2}
@@ -346,7 +352,11 @@ def test_only_this_package_was_staged_as_the_steps_code(emr_run):
 
 
 def test_a_failed_step_fails_the_run_with_its_own_error_and_its_stderr(emr_run):
-    code, log = emr_run["failed"]
+    code, instance = emr_run["failed"]
     assert code != 0
-    assert f"images root s3://{BUCKET}/nowhere does not exist" in log
-    assert "the last lines of its stderr" in log and "/steps/" in log
+    [run] = instance.get_runs()
+    messages = [record.user_message or "" for record in instance.all_logs(run.run_id)]
+    failure = next(e for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE))
+    assert f"images root s3://{BUCKET}/nowhere does not exist" in str(failure.dagster_event.step_failure_data.error)
+    [tail] = [m for m in messages if "the last lines of its stderr" in m]
+    assert "/steps/" in tail and "FileNotFoundError" in tail  # the step's own stderr, from the cluster's log URI

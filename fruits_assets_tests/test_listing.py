@@ -1,33 +1,55 @@
-"""The driver's listing of image files agrees with Spark's, symlinked folders included."""
+"""The driver's listing: every entry under the root is a row, symlinked folders followed, errors recorded."""
 
 import os
+import socket
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from fruits_assets.spark.listing import list_image_files
-from fruits_assets.spark.reading import binary_files, hadoop_path
-from fruits_assets_tests.conftest import fruit_jpeg
+from fruits_assets.spark.listing import list_files, listing_changes
+
+from .conftest import fruit_jpeg
 
 
-def _spark_listing(spark, root: Path) -> set[str]:
-    return {hadoop_path(uri) for uri in binary_files(spark, str(root)).inputFiles()}
+def _rows(root: Path) -> dict[str, dict]:
+    return {p.removeprefix(f"file:{root}/"): row for p, row in list_files(str(root)).set_index("path").iterrows()}
 
 
-def test_symlinked_folders_are_listed_under_the_link_as_spark_reads_them(spark, tmp_path: Path):
+def test_every_entry_is_listed_whatever_its_name_and_the_unexaminable_say_why(tmp_path: Path):
+    (tmp_path / "Test" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "Test" / "Kiwi" / "k.jpg").write_bytes(fruit_jpeg((120, 160, 60)))
+    (tmp_path / "Test" / "Kiwi" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (tmp_path / "Test" / "Kiwi" / "_DSC0001.JPG").write_bytes(fruit_jpeg((120, 160, 60), seed=3))
+    (tmp_path / "Test" / "Kiwi" / "clip.mov").write_bytes(b"\0\0\0\x14ftypqt  ")
+    (tmp_path / "notes.txt").write_text("no label folder")
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "Test" / "Kiwi" / "ghost.jpg")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "Test" / "Kiwi" / "a.sock"))
+    rows = _rows(tmp_path)
+    listener.close()
+    assert set(rows) == {
+        f"Test/Kiwi/{n}" for n in ("k.jpg", ".DS_Store", "_DSC0001.JPG", "clip.mov", "ghost.jpg", "a.sock")
+    } | {"notes.txt"}
+    kiwi = rows["Test/Kiwi/k.jpg"]
+    assert kiwi["size"] == (tmp_path / "Test" / "Kiwi" / "k.jpg").stat().st_size and pd.isna(kiwi["listing_error"])
+    assert (kiwi["label"], kiwi["split"]) == ("Kiwi", "Test") and kiwi["stamp"].startswith(f"{kiwi['size']}:")
+    assert rows["Test/Kiwi/ghost.jpg"]["listing_error"].startswith("FileNotFoundError")
+    assert rows["Test/Kiwi/a.sock"]["listing_error"] == "not a regular file (a socket, a FIFO or a device)"
+    assert rows["Test/Kiwi/ghost.jpg"]["stamp"].startswith("error:")  # not examined again while the error stands
+    assert pd.isna(rows["notes.txt"]["label"])
+
+
+def test_symlinked_folders_are_listed_under_the_link(tmp_path: Path):
     elsewhere, root = tmp_path / "elsewhere", tmp_path / "root"
     (elsewhere / "Kiwi").mkdir(parents=True)
     (elsewhere / "Kiwi" / "k.jpg").write_bytes(fruit_jpeg((120, 160, 60), seed=1))
     (root / "Test" / "Lemon").mkdir(parents=True)
     (root / "Test" / "Lemon" / "l.jpg").write_bytes(fruit_jpeg((250, 240, 60), seed=2))
-    (elsewhere / "Kiwi" / "_DSC0001.JPG").write_bytes(fruit_jpeg((120, 160, 60), seed=3))
     os.symlink(elsewhere, root / "Training")  # a whole split kept on another disk
-    listed = list_image_files(str(root))
-    camera = f"file:{root}/Training/Kiwi/_DSC0001.JPG"
-    assert set(listed) == {f"file:{root}/Test/Lemon/l.jpg", f"file:{root}/Training/Kiwi/k.jpg", camera}
-    # Spark's listing skips `_` names; read_image_files reads what the driver lists beyond it.
-    assert _spark_listing(spark, root) == set(listed) - {camera}
-    assert listed[f"file:{root}/Training/Kiwi/k.jpg"] == (elsewhere / "Kiwi" / "k.jpg").stat().st_size
+    rows = _rows(root)
+    assert set(rows) == {"Test/Lemon/l.jpg", "Training/Kiwi/k.jpg"}
+    assert rows["Training/Kiwi/k.jpg"]["size"] == (elsewhere / "Kiwi" / "k.jpg").stat().st_size
 
 
 def test_a_symlink_back_to_a_folder_above_is_a_clear_error(tmp_path: Path):
@@ -35,10 +57,17 @@ def test_a_symlink_back_to_a_folder_above_is_a_clear_error(tmp_path: Path):
     (tmp_path / "Test" / "Lemon" / "l.jpg").write_bytes(fruit_jpeg((250, 240, 60), seed=2))
     os.symlink(tmp_path / "Test", tmp_path / "Test" / "Lemon" / "again")
     with pytest.raises(ValueError, match="Lemon/again links back to .*Test, a folder above it"):
-        list_image_files(str(tmp_path))
+        list_files(str(tmp_path))
 
 
 def test_a_single_file_root_lists_that_file(tmp_path: Path):
     image = tmp_path / "one.jpg"
     image.write_bytes(fruit_jpeg((250, 240, 60), seed=2))
-    assert list_image_files(str(image)) == {f"file:{image}": image.stat().st_size}
+    assert list_files(str(image))["path"].tolist() == [f"file:{image}"]
+
+
+def test_changes_are_new_or_restamped_paths_and_gone_paths():
+    listing = pd.DataFrame({"path": ["a", "b", "c"], "stamp": ["1:1", "2:9", "3:3"]})
+    known = pd.DataFrame({"path": ["a", "b", "d"], "stamp": ["1:1", "2:2", "4:4"]})
+    new, gone = listing_changes(listing, known)
+    assert new["path"].tolist() == ["b", "c"] and gone["path"].tolist() == ["d"]

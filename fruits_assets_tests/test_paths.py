@@ -1,7 +1,6 @@
 import pytest
 
-from fruits_assets.spark.reading import IMAGE_GLOB
-from fruits_assets.vision.paths import label_and_split, path_parts
+from fruits_assets.vision.paths import is_within, label_and_split, path_parts
 
 
 @pytest.mark.parametrize(
@@ -25,5 +24,7 @@ def test_path_parts_drop_scheme_only():
     assert path_parts("/a/b#c?d.jpg") == ["a", "b#c?d.jpg"]
 
 
-def test_image_glob_is_case_insensitive():
-    assert IMAGE_GLOB == "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
+def test_within_compares_whole_segments_and_never_mixes_local_and_s3():
+    assert is_within("/data/fruits/out", "/data/fruits") and is_within("/data/fruits", "/data/fruits")
+    assert not is_within("/data/fruits-out", "/data/fruits")
+    assert is_within("s3a://b/p/x", "s3://b/p") and not is_within("/b/p/x", "s3://b/p")

@@ -22,6 +22,7 @@ def test_one_fit_gives_the_whole_spectrum_and_the_model_mllib_fits_with_k(spark)
     """The curve used to choose k is numpy's, constant features included; the cut model is MLlib's fit with k."""
     from pyspark.ml.feature import PCA, StandardScaler
 
+    from fruits_assets.spark.moments import moments_of
     from fruits_assets.spark.pca import VECTOR_COL, fit_pca, with_vector
 
     rng = np.random.default_rng(1)
@@ -29,7 +30,7 @@ def test_one_fit_gives_the_whole_spectrum_and_the_model_mllib_fits_with_k(spark)
     data[:, [3, 7]] = 0.0  # never active, as many MobileNet channels are on a small image set
     frame = spark.createDataFrame([(row.tolist(),) for row in data.astype(np.float32)], "features array<float>")
 
-    model, spectrum = fit_pca(frame, 4, 0.9)
+    model, spectrum = fit_pca(moments_of(frame, dim=12), 4, 0.9)
     x = data.astype(np.float32).astype(np.float64)
     std = x.std(axis=0, ddof=1)
     z = np.where(std > 0, (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0), 0.0)
@@ -63,8 +64,10 @@ def test_canonical_signs_make_each_largest_loading_positive():
 def test_two_fits_in_different_row_orders_project_identically(spark, tmp_path):
     """PCA's sign ambiguity is fixed: the same data gives the same components, and the model saves and loads."""
     from pyspark.ml import PipelineModel
+    from pyspark.ml.functions import vector_to_array
 
-    from fruits_assets.spark.pca import fit_pca, project
+    from fruits_assets.spark.moments import moments_of
+    from fruits_assets.spark.pca import fit_pca, project, with_vector
 
     rng = np.random.default_rng(2)
     data = (rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6))).astype(np.float32)
@@ -72,14 +75,48 @@ def test_two_fits_in_different_row_orders_project_identically(spark, tmp_path):
     schema = "path string, label string, split string, features array<float>"
     forward = spark.createDataFrame(rows, schema).repartition(3)
     backward = spark.createDataFrame(rows[::-1], schema).repartition(2)
-    model_a, _ = fit_pca(forward, 3, 0.9)
-    model_b, _ = fit_pca(backward, 3, 0.9)
+    model_a, _ = fit_pca(moments_of(forward, dim=6), 3, 0.9)
+    model_b, _ = fit_pca(moments_of(backward, dim=6), 3, 0.9)
     pcs_a = model_a.stages[-1].pc.toArray()
     np.testing.assert_allclose(pcs_a, model_b.stages[-1].pc.toArray(), atol=1e-9)
     assert (pcs_a[np.abs(pcs_a).argmax(axis=0), range(3)] > 0).all()
     model_a.write().save(str(tmp_path / "model"))
     loaded = PipelineModel.load(str(tmp_path / "model"))
     np.testing.assert_array_equal(loaded.stages[-1].pc.toArray(), pcs_a)
-    a = project(loaded, forward).toPandas()
-    b = project(model_b, backward).toPandas()
+    a = project(loaded, forward).toPandas().sort_values("path")
+    b = project(model_b, backward).toPandas().sort_values("path")
     np.testing.assert_allclose(a.filter(like="pc_").to_numpy(), b.filter(like="pc_").to_numpy(), atol=1e-9)
+    # The projection is MLlib's own transform, as one matrix product per batch.
+    mllib = loaded.transform(with_vector(forward)).select("path", vector_to_array("pca").alias("p")).toPandas()
+    expected = np.stack(mllib.sort_values("path")["p"].to_numpy())
+    np.testing.assert_allclose(a.filter(like="pc_").to_numpy(), expected, atol=1e-9)
+
+
+def test_moments_updated_by_the_changes_equal_the_moments_of_the_new_table(spark):
+    """What a refit after a change reads: the rows added and removed, not the table."""
+    from fruits_assets.spark.moments import change_moments, moments_of
+
+    rng = np.random.default_rng(3)
+    rows = [(f"p{i}", rng.normal(size=5).astype(np.float32).tolist()) for i in range(30)]
+    schema = "path string, features array<float>"
+    before = moments_of(spark.createDataFrame(rows[:20], schema), dim=5)
+    changes = spark.createDataFrame(
+        [(p, f, "insert") for p, f in rows[20:]] + [(p, f, "delete") for p, f in rows[:5]],
+        "path string, features array<float>, _change_type string",
+    )
+    updated = before + change_moments(changes, dim=5)
+    after = moments_of(spark.createDataFrame(rows[5:], schema), dim=5)
+    assert updated.count == after.count == 25
+    np.testing.assert_allclose(updated.sums, after.sums, atol=1e-9)
+    np.testing.assert_allclose(updated.cross, after.cross, atol=1e-9)
+
+
+def test_a_constant_or_single_row_table_explains_nothing_and_still_fits():
+    from fruits_assets.spark.moments import Moments
+    from fruits_assets.spark.pca import mean_std_and_spectrum
+
+    one = Moments(1, np.array([1.0, 2.0]), np.outer([1.0, 2.0], [1.0, 2.0]))
+    mean, std, eigenvalues, _ = mean_std_and_spectrum(one)
+    assert mean.tolist() == [1.0, 2.0] and std.tolist() == [0.0, 0.0] and eigenvalues.tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="no features to fit PCA on"):
+        mean_std_and_spectrum(Moments.zero(2))

@@ -5,11 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckSeverity
 
-from .conftest import run_graph, write_tree
+from .conftest import run_graph, table, write_tree
 
 LAYOUT = {
     "Training/Apple Golden 1": 4,
@@ -19,6 +18,15 @@ LAYOUT = {
     "Test/Pêche ünd 桃": 2,
 }
 COLORS = {"Apple Golden 1": (230, 200, 40), 'Kiwi, "gold"': (120, 100, 40), "Pêche ünd 桃": (250, 150, 120)}
+CHECKS = {
+    "raw_images_listed",
+    "labeled_images_reconcile",
+    "every_image_accounted_for",
+    "features_are_finite",
+    "labels_agree",
+    "explained_variance_reaches_target",
+    "csv_has_k_components",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,77 +36,83 @@ def run(tmp_path_factory):
     (root / "Test" / "notes.txt").write_text("not an image")
     (root / "Test" / "Apple Golden 1" / "UPPER.JPG").write_bytes((root / "Test/Apple Golden 1/0_100.jpg").read_bytes())
     storage = tmp_path_factory.mktemp("storage")
-    config = {"ops": {"pca_model": {"config": {"k": 3}}, "mobilenet_features": {"config": {"engine": "tensorflow"}}}}
+    config = {"ops": {"pca_model": {"config": {"k": 3}}, "screen_and_featurize": {"config": {"engine": "tensorflow"}}}}
     return root, storage, run_graph(root, storage, config)
 
 
-def test_checks_pass_and_a_hand_picked_k_only_warns(run):
+def test_checks_run_in_their_steps_pass_and_a_hand_picked_k_only_warns(run):
     _, _, result = run
     assert result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert len(evaluations) == 6
+    assert set(evaluations) == CHECKS
     variance = evaluations.pop("explained_variance_reaches_target")
     assert all(e.passed for e in evaluations.values())
     # k=3 was configured: falling short of the 0.90 target is reported as a warning, not hidden.
     total = variance.metadata["explained_variance_total"].value
     assert variance.passed == (total >= 0.90)
     assert variance.severity == AssetCheckSeverity.WARN
+    # The same bytes under two labels (UPPER.JPG is a copy of an apple under the same label): no conflict.
+    assert evaluations["labels_agree"].metadata["images_with_conflicting_labels"].value == 0
+    steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert steps == {"raw_images", "screen_and_featurize", "pca_model", "project_features"}  # checks run inside
 
 
-def test_ui_metadata_has_plots_previews_and_throughput(run):
+def test_ui_metadata_has_plots_previews_versions_and_throughput(run):
     _, storage, result = run
     materializations = {
-        event.asset_key.to_user_string(): event.event_specific_data.materialization.metadata
+        event.asset_key.to_user_string(): {
+            k: v.value for k, v in event.event_specific_data.materialization.metadata.items()
+        }
         for event in result.get_asset_materialization_events()
     }
-    assert materializations["pca_model"]["explained_variance_plot"].value.startswith(
+    assert materializations["pca_model"]["explained_variance_plot"].startswith(
         "![explained variance](data:image/png;base64,"
     )
-    assert materializations["pca_features"]["pc_scatter"].value.startswith("![first two principal components](data:")
-    assert "| path" in materializations["labeled_images"]["preview"].value
-    assert "array[1280]" in materializations["mobilenet_features"]["preview"].value
-    assert materializations["mobilenet_features"]["path"].value == f"{storage}/mobilenet_features"
-    [observation] = [
-        event.event_specific_data.asset_observation
-        for event in result.all_events
-        if event.event_type_value == "ASSET_OBSERVATION"
-    ]
-    assert observation.metadata["images"].value == 14 and observation.metadata["images_per_second"].value > 0
+    assert materializations["pca_features"]["pc_scatter"].startswith("![first two principal components](data:")
+    assert "| path" in materializations["labeled_images"]["preview"]
+    assert "array[1280]" in materializations["mobilenet_features"]["preview"]
+    features = materializations["mobilenet_features"]
+    assert features["path"] == f"{storage}/mobilenet_features" and features["delta_version"] == 0
+    assert features["images"] == 14 and features["images_per_second"] > 0 and features["files_read"] == 15
+    assert materializations["class_index"]["classes"] == 3
 
 
 def test_labels_and_splits_come_from_folders(run):
     _, storage, _ = run
-    labeled = pq.read_table(storage / "labeled_images").to_pandas()
+    labeled = table(storage / "labeled_images")
     counts = labeled.groupby(["split", "label"]).size().to_dict()
     assert counts == {
-        ("Test", "Apple Golden 1"): 3,  # UPPER.JPG counts: extensions match in any case
+        ("Test", "Apple Golden 1"): 3,  # UPPER.JPG counts: any name, any case
         ("Test", 'Kiwi, "gold"'): 2,
         ("Test", "Pêche ünd 桃"): 2,
         ("Training", "Apple Golden 1"): 4,
         ("Training", 'Kiwi, "gold"'): 3,
     }
-    assert not labeled["path"].str.endswith("notes.txt").any()
+    rejected = table(storage / "rejected_images")
+    assert rejected[["label", "reason"]].values.tolist() == [["Test", "not_an_image"]]  # notes.txt, in Test/
 
 
 def test_class_index_is_json_under_the_storage_root(run):
     _, storage, result = run
     stored = json.loads((storage / "class_index.json").read_text(encoding="utf-8"))
     assert stored == {"Apple Golden 1": 0, 'Kiwi, "gold"': 1, "Pêche ünd 桃": 2}
-    assert result.output_for_node("screen_images", "class_index") == stored
+    assert result.output_for_node("screen_and_featurize", "class_index") == stored
 
 
 def test_csv_round_trips_awkward_labels_with_configured_k(run):
     _, storage, _ = run
-    table = pd.read_csv(storage / "pca_features.csv")
-    assert list(table.columns) == ["path", "label", "split", "pc_1", "pc_2", "pc_3"]
-    features = pq.read_table(storage / "mobilenet_features").to_pandas().sort_values("path", ignore_index=True)
-    assert table["path"].tolist() == features["path"].tolist()
-    assert table["label"].tolist() == features["label"].tolist()
-    assert set(table["split"]) == {"Test", "Training"}
-    assert np.isfinite(table[["pc_1", "pc_2", "pc_3"]].to_numpy()).all()
+    csv = pd.read_csv(storage / "pca_features.csv")
+    assert list(csv.columns) == ["path", "label", "split", "pc_1", "pc_2", "pc_3"]
+    features = table(storage / "mobilenet_features").sort_values("path", ignore_index=True)
+    assert csv["path"].tolist() == features["path"].tolist()
+    assert csv["label"].tolist() == features["label"].tolist()
+    assert set(csv["split"]) == {"Test", "Training"}
+    assert np.isfinite(csv[["pc_1", "pc_2", "pc_3"]].to_numpy()).all()
     # The first component separates colours: images of one label sit closer to each other than to others.
-    means = table.groupby("label")["pc_1"].mean()
-    assert means.max() - means.min() > table.groupby("label")["pc_1"].std().max()
+    means = csv.groupby("label")["pc_1"].mean()
+    assert means.max() - means.min() > csv.groupby("label")["pc_1"].std().max()
+    made_from = json.loads((storage / "pca_features.csv.json").read_text())
+    assert made_from == {"table": "pca_features", "version": 0}
 
 
 def _first_failure(images_root: Path, storage: Path) -> str:
@@ -112,8 +126,7 @@ def test_missing_images_root_is_a_clear_error(tmp_path):
     assert f"images root {tmp_path / 'nowhere'} does not exist" in error
 
 
-def test_root_without_images_is_a_clear_error(tmp_path):
+def test_root_without_any_file_is_a_clear_error(tmp_path):
     (tmp_path / "images" / "Kiwi 1").mkdir(parents=True)
-    (tmp_path / "images" / "Kiwi 1" / "readme.txt").write_text("no pictures here")
     error = _first_failure(tmp_path / "images", tmp_path / "storage")
-    assert f"no image files (.jpg, .jpeg, .png) found under {tmp_path / 'images'}" in error
+    assert f"no files at all under {tmp_path / 'images'}" in error

@@ -27,5 +27,7 @@ def test_progress_lines_report_count_share_and_rate_until_done():
     count = len(lines)
     time.sleep(0.15)
     assert len(lines) == count >= 3  # regular lines while the block runs, none after
-    assert lines[0].startswith("featurized 0/200 images (0%)") and lines[1].startswith("featurized 10/200 images (5%)")
-    assert lines[-1].endswith("images/s")
+    assert lines[0].startswith("read and featurized 0/200 files (0%)") and lines[1].startswith(
+        "read and featurized 10/200 files (5%)"
+    )
+    assert lines[-1].endswith("files/s")

@@ -16,10 +16,11 @@ from .conftest import run_graph, write_tree
         ("pca_model", {"k": 0}, "ops.pca_model.config.k"),
         ("pca_model", {"variance_target": 1.5}, "ops.pca_model.config.variance_target"),
         ("pca_model", {"variance_target": 0}, "ops.pca_model.config.variance_target"),
-        ("mobilenet_features", {"batch_size": 0}, "ops.mobilenet_features.config.batch_size"),
-        ("mobilenet_features", {"arrow_batch_size": -1}, "ops.mobilenet_features.config.arrow_batch_size"),
-        ("mobilenet_features", {"engine": "onnx"}, "ops.mobilenet_features.config.engine"),
-        ("screen_images", {"max_pixels": 0}, "ops.screen_images.config.max_pixels"),
+        ("screen_and_featurize", {"batch_size": 0}, "ops.screen_and_featurize.config.batch_size"),
+        ("screen_and_featurize", {"arrow_batch_size": -1}, "ops.screen_and_featurize.config.arrow_batch_size"),
+        ("screen_and_featurize", {"engine": "onnx"}, "ops.screen_and_featurize.config.engine"),
+        ("screen_and_featurize", {"max_pixels": 0}, "ops.screen_and_featurize.config.max_pixels"),
+        ("mobilenet_features", {"engine": "litert"}, "ops.mobilenet_features: no op of that name takes config"),
     ],
 )
 def test_each_bad_value_is_named_with_its_path(op, config, named):
@@ -30,15 +31,15 @@ def test_each_bad_value_is_named_with_its_path(op, config, named):
 
 def test_good_and_default_config_passes():
     check_run_config({})
-    check_run_config({"ops": {"pca_model": {"config": {"k": 1280}}, "mobilenet_features": {"config": {}}}})
-    assert set(OP_CONFIGS) == {"screen_images", "mobilenet_features", "pca_model"}
+    check_run_config({"ops": {"pca_model": {"config": {"k": 1280}}, "screen_and_featurize": {"config": {}}}})
+    assert set(OP_CONFIGS) == {"screen_and_featurize", "pca_model"}
 
 
 def test_an_engine_typo_is_refused_at_launch_naming_the_engines(tmp_path):
     write_tree(tmp_path / "images", {"Test/Kiwi 1": 1}, {"Kiwi 1": (120, 100, 40)})
     with pytest.raises(DagsterInvalidConfigError, match="engine") as raised:
         run_graph(
-            tmp_path / "images", tmp_path / "storage", {"ops": {"mobilenet_features": {"config": {"engine": "x"}}}}
+            tmp_path / "images", tmp_path / "storage", {"ops": {"screen_and_featurize": {"config": {"engine": "x"}}}}
         )
     assert all(engine in str(raised.value) for engine in ENGINES)
 

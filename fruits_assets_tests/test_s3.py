@@ -1,25 +1,39 @@
-"""Images and storage on S3: a real S3-compatible server (moto's standalone server) on loopback.
+"""Images and storage on S3: a real S3-compatible server (moto's standalone server) on loopback, enforcing IAM.
 
 The whole graph is materialized from the shell with `FRUITS_IMAGES` and `FRUITS_STORAGE` on
-`s3://`, Spark going through Hadoop's S3A connector and `class_index` written as JSON by boto3,
-and the outputs are read back with boto3: once with SSE-S3, once with SSE-KMS under a key
-from the same server's KMS API. Keys carry spaces, accents, non-Latin scripts, quotes and deep
-nesting; broken files are mixed in.
+`s3://`, Spark going through Hadoop's S3A connector, with the credentials of an IAM user whose
+policy refuses to read one image: that object is rejected as unreadable, the run goes on. The
+outputs are read back without Spark (delta-rs for the tables, boto3 for the rest): once with
+SSE-S3, once with SSE-KMS under a key from the same server's KMS API. Keys carry spaces, accents,
+non-Latin scripts, quotes and deep nesting; every photo format and the usual litter are mixed in.
 """
 
 import io
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import boto3
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
-from .conftest import aws_client, free_port, fruit_jpeg, loopback_aws, materialize_in_shell, start_server, stop_server
+from .conftest import (
+    aws_client,
+    free_port,
+    fruit_jpeg,
+    loopback_aws,
+    materialize_command,
+    materialize_in_shell,
+    s3_options,
+    start_server,
+    stop_server,
+    table,
+)
+from .formats import PHOTO_FORMATS, STRAYS, photo, stray
 
 BUCKET, REGION = "fruits", "eu-west-3"
 IMAGES = {
@@ -27,16 +41,32 @@ IMAGES = {
     "Test/Pêche ünd 桃 1": (250, 150, 120),
     'deep/er/Training/Kiwi, "gold"': (120, 100, 40),
 }
+FORMATS = {f"Test/Plum 1/plum.{ext}": photo(ext, (110, 40, 90), i) for i, ext in enumerate(sorted(PHOTO_FORMATS))}
 BROKEN = {"Test/Apple Red 1/empty upload.jpg": (b"", "empty"), "Test/Pêche ünd 桃 1/ü cut.jpg": (None, "truncated")}
+BROKEN |= {f"Test/Plum 1/{name}": (stray(name), str(reason)) for name, (_, reason) in STRAYS.items()}
+FORBIDDEN = "Test/Apple Red 1/not yours.jpg"  # the pipeline's credentials may not read it
 BIN = Path(sys.executable).parent
+
+
+def _pipeline_policy() -> dict:
+    """Everything, but reading the one forbidden object."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/images/{FORBIDDEN}"},
+        ],
+    }
 
 
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
-    """moto's standalone S3 server on a free loopback port, for this module only."""
+    """moto's standalone server on a free loopback port, enforcing IAM; yields an IAM user's environment."""
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
-    server = start_server([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log)
+    # The first three requests set up the user without credentials; every later one is authorized by IAM.
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    server = start_server([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log, env=env)
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -47,26 +77,38 @@ def s3_server(tmp_path_factory):
             assert server.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
     try:
-        yield loopback_aws(endpoint, REGION)
+        iam = aws_client("iam", loopback_aws(endpoint, REGION))
+        iam.create_user(UserName="pipeline")
+        key = iam.create_access_key(UserName="pipeline")["AccessKey"]
+        iam.put_user_policy(UserName="pipeline", PolicyName="pipeline", PolicyDocument=json.dumps(_pipeline_policy()))
+        yield loopback_aws(endpoint, REGION) | {
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        }
     finally:
         stop_server(server)
 
 
 @pytest.fixture(scope="module")
 def bucket(s3_server):
-    """A bucket with images under `images/`, awkward keys and broken objects included."""
+    """A bucket with images under `images/`: awkward keys, every photo format, litter and broken objects."""
     s3 = aws_client("s3", s3_server)
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     for folder, color in IMAGES.items():
         for i in range(3):
             s3.put_object(Bucket=BUCKET, Key=f"images/{folder}/{i} ü.jpg", Body=fruit_jpeg(color, seed=i))
+    for key, content in FORMATS.items():
+        s3.put_object(Bucket=BUCKET, Key=f"images/{key}", Body=content)
     for key, (body, _) in BROKEN.items():
         s3.put_object(Bucket=BUCKET, Key=f"images/{key}", Body=fruit_jpeg((1, 2, 3))[:900] if body is None else body)
+    s3.put_object(Bucket=BUCKET, Key=f"images/{FORBIDDEN}", Body=fruit_jpeg((200, 20, 30), seed=9))
+    with pytest.raises(s3.exceptions.ClientError, match="AccessDenied"):
+        s3.get_object(Bucket=BUCKET, Key=f"images/{FORBIDDEN}")
     return s3
 
 
-def _materialize(s3_server: dict[str, str], home: Path, storage_prefix: str, **settings: str) -> None:
-    env = {
+def _env(s3_server: dict[str, str], home: Path, storage_prefix: str, **settings: str) -> dict[str, str]:
+    return {
         **os.environ,
         **s3_server,
         "FRUITS_IMAGES": f"s3://{BUCKET}/images",
@@ -74,12 +116,11 @@ def _materialize(s3_server: dict[str, str], home: Path, storage_prefix: str, **s
         "DAGSTER_HOME": str(home),
         **settings,
     }
-    materialize_in_shell(env)
 
 
 @pytest.fixture(scope="module")
 def materialized(s3_server, bucket, tmp_path_factory):
-    _materialize(s3_server, tmp_path_factory.mktemp("dagster_home"), "out")
+    materialize_in_shell(_env(s3_server, tmp_path_factory.mktemp("dagster_home"), "out"))
     return bucket
 
 
@@ -87,7 +128,7 @@ def materialized(s3_server, bucket, tmp_path_factory):
 def materialized_with_kms(s3_server, bucket, tmp_path_factory):
     """The whole graph again, under `kms-out/`, with a KMS key the server created."""
     key = aws_client("kms", s3_server).create_key(Description="fruits_assets test key")["KeyMetadata"]["Arn"]
-    _materialize(s3_server, tmp_path_factory.mktemp("dagster_home"), "kms-out", FRUITS_KMS_KEY_ID=key)
+    materialize_in_shell(_env(s3_server, tmp_path_factory.mktemp("dagster_home"), "kms-out", FRUITS_KMS_KEY_ID=key))
     return bucket, key
 
 
@@ -95,16 +136,18 @@ def _read(s3, key: str) -> bytes:
     return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
-def _parquet(s3, prefix: str) -> pd.DataFrame:
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
-    parts = [pq.read_table(io.BytesIO(_read(s3, k))).to_pandas() for k in keys if k.endswith(".parquet")]
-    return pd.concat(parts, ignore_index=True)
+def _keys(s3, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def _table(s3_server, name: str, prefix: str = "out") -> pd.DataFrame:
+    return table(f"s3://{BUCKET}/{prefix}/{name}", s3_options(s3_server))
 
 
 def test_outputs_keep_the_local_layout_under_the_storage_prefix(materialized):
     s3 = materialized
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]]
-    tops = {k.split("/")[1] for k in keys}
+    tops = {k.split("/")[1] for k in _keys(s3, "out/")}
     assert tops == {
         "raw_images",
         "labeled_images",
@@ -113,40 +156,85 @@ def test_outputs_keep_the_local_layout_under_the_storage_prefix(materialized):
         "pca_model",
         "pca_features",
         "pca_features.csv",
-        "class_index.json",  # a small Python value, as JSON
+        "pca_features.csv.json",
+        "class_index.json",  # the run's lock object is gone with the run
     }
     class_index = json.loads(_read(s3, "out/class_index.json"))
-    assert class_index == {label: i for i, label in enumerate(sorted(folder.split("/")[-1] for folder in IMAGES))}
+    labels = sorted({folder.split("/")[-1] for folder in IMAGES} | {"Plum 1"})
+    assert class_index == {label: i for i, label in enumerate(labels)}
 
 
 def test_every_object_is_written_with_server_side_encryption(materialized):
     s3 = materialized
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]]
-    assert {s3.head_object(Bucket=BUCKET, Key=k).get("ServerSideEncryption") for k in keys} == {"AES256"}
+    assert {s3.head_object(Bucket=BUCKET, Key=k).get("ServerSideEncryption") for k in _keys(s3, "out/")} == {"AES256"}
 
 
 def test_every_object_is_encrypted_with_the_configured_kms_key(materialized_with_kms):
     s3, key = materialized_with_kms
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="kms-out/")["Contents"]]
+    keys = _keys(s3, "kms-out/")
     assert "kms-out/pca_features.csv" in keys and "kms-out/class_index.json" in keys
+    assert any("/_delta_log/" in k for k in keys)  # Delta's commits too
     heads = [s3.head_object(Bucket=BUCKET, Key=k) for k in keys]
     assert {(h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")) for h in heads} == {("aws:kms", key)}
 
 
 def test_csv_on_s3_round_trips_awkward_keys_and_labels(materialized):
-    table = pd.read_csv(io.BytesIO(_read(materialized, "out/pca_features.csv")), keep_default_na=False)
-    expected = sorted(f"s3://{BUCKET}/images/{folder}/{i} ü.jpg" for folder in IMAGES for i in range(3))
-    assert table["path"].tolist() == expected
-    labels = dict(zip(table["path"], table["label"], strict=True))
+    csv = pd.read_csv(io.BytesIO(_read(materialized, "out/pca_features.csv")), keep_default_na=False)
+    expected = [f"s3://{BUCKET}/images/{folder}/{i} ü.jpg" for folder in IMAGES for i in range(3)]
+    expected += [f"s3://{BUCKET}/images/{key}" for key in FORMATS]
+    assert csv["path"].tolist() == sorted(expected)
+    labels = dict(zip(csv["path"], csv["label"], strict=True))
     assert labels[f's3://{BUCKET}/images/deep/er/Training/Kiwi, "gold"/0 ü.jpg'] == 'Kiwi, "gold"'
-    assert set(table["label"]) == {"Apple Red 1", "Pêche ünd 桃 1", 'Kiwi, "gold"'}
 
 
-def test_broken_objects_are_rejected_and_every_image_is_accounted_for(materialized):
-    rejected = _parquet(materialized, "out/rejected_images/")
-    assert dict(zip(rejected["path"], rejected["reason"], strict=True)) == {
-        f"s3://{BUCKET}/images/{key}": reason for key, (_, reason) in BROKEN.items()
-    }
-    features = _parquet(materialized, "out/mobilenet_features/")
-    raw = _parquet(materialized, "out/raw_images/")
-    assert len(raw) == len(features) + len(rejected) == 3 * len(IMAGES) + len(BROKEN)
+def test_every_object_is_featurized_or_rejected_with_its_reason_the_unreadable_one_included(materialized, s3_server):
+    rejected = _table(s3_server, "rejected_images")
+    reasons = dict(zip(rejected["path"], rejected["reason"], strict=True))
+    expected = {f"s3://{BUCKET}/images/{key}": reason for key, (_, reason) in BROKEN.items()}
+    assert reasons == expected | {f"s3://{BUCKET}/images/{FORBIDDEN}": "unreadable"}
+    denied = rejected.set_index("path").loc[f"s3://{BUCKET}/images/{FORBIDDEN}", "message"]
+    assert "Access Denied" in denied or "AccessDenied" in denied or "PermissionError" in denied
+    features = _table(s3_server, "mobilenet_features")
+    raw = _table(s3_server, "raw_images")
+    assert len(raw) == len(features) + len(rejected) == 3 * len(IMAGES) + len(FORMATS) + len(BROKEN) + 1
+    assert raw["etag"].notna().all()  # an object's version is its ETag
+
+
+def _held_lock(s3, prefix: str, renewed: float) -> None:
+    owner = {"run_id": "an-earlier-run", "host": "elsewhere", "pid": 1, "renewed": renewed}
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/.fruits-run.lock", Body=json.dumps(owner).encode(), IfNoneMatch="*")
+
+
+def test_a_second_run_on_the_same_storage_is_refused_before_any_work(materialized, s3_server, tmp_path):
+    s3 = materialized
+    _held_lock(s3, "out", time.time())  # a run alive and writing `out/`
+    before = {k: s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in _keys(s3, "out/")}
+    env = _env(s3_server, tmp_path, "out")
+    refused = subprocess.run(materialize_command(), env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0
+    output = refused.stdout + refused.stderr
+    assert f"storage root s3://{BUCKET}/out is being written by run an-earlier-run" in output
+    assert "STEP_START" not in output
+    after = {k: s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in _keys(s3, "out/")}
+    assert after == before  # nothing written
+    s3.delete_object(Bucket=BUCKET, Key="out/.fruits-run.lock")
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over(materialized, s3_server, tmp_path):
+    s3 = materialized
+    _held_lock(s3, "out", time.time() - 3600)  # not renewed for an hour: its run died
+    materialize_in_shell(_env(s3_server, tmp_path, "out"))
+    assert "out/.fruits-run.lock" not in _keys(s3, "out/")
+
+
+def test_the_deltalake_reader_and_boto3_agree_on_the_iam_users_view(s3_server):
+    """The credentials the tests read with are the pipeline's: the denied object stays denied to them."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
+        region_name=REGION,
+        aws_access_key_id=s3_server["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_server["AWS_SECRET_ACCESS_KEY"],
+    )
+    with pytest.raises(s3.exceptions.ClientError, match="AccessDenied"):
+        s3.get_object(Bucket=BUCKET, Key=f"images/{FORBIDDEN}")

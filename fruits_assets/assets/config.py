@@ -1,34 +1,34 @@
-"""The run config of every op, and a resource that checks all of it before the run's first step.
+"""The run config of every op, and the guard every run passes before its first step.
 
 Dagster checks a run's config against each op's schema when the run is launched
 (types, and the engine's allowed names), but the bounds of numbers (`k` up to
-1280, a variance target in (0, 1]) only when that op starts: after listing,
-screening and featurization have run. `RunConfigCheck` validates every op's
-config as the run's resources start, before any Spark work.
+1280, a variance target in (0, 1]) only when that op starts: after listing and
+featurization have run. `RunGuard` validates every op's config as the run's
+resources start, then takes the storage root's lock: a bad value, or a second run
+on the same storage, fails before any work.
 """
 
 from typing import Any
 
-from dagster import Config, ConfigurableResource, InitResourceContext
-from pydantic import Field, ValidationError
+from dagster import Config, ConfigurableResource, InitResourceContext, ResourceDependency
+from pydantic import Field, PrivateAttr, ValidationError
 
+from fruits_assets.resources.lock import take_storage_lock
+from fruits_assets.resources.s3 import EncryptedS3Resource
 from fruits_assets.spark.config import DEFAULT_ARROW_BATCH
 from fruits_assets.vision.engines import DEFAULT_ENGINE, EngineName
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
 
-RUN_CONFIG_CHECK = "run_config_check"
+RUN_GUARD = "run_guard"
 
 
-class ScreeningConfig(Config):
+class IngestConfig(Config):
     max_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS,
         ge=1,
         description="Images with more pixels are rejected as too_large, from their header, before decoding.",
     )
-
-
-class FeaturizationConfig(Config):
     engine: EngineName = Field(default=DEFAULT_ENGINE, description="Feature engine: litert or tensorflow.")
     batch_size: int = Field(
         default=4, ge=1, le=1024, description="Images per model call (small batches stay in cache)."
@@ -47,16 +47,16 @@ class PCAConfig(Config):
     )
 
 
-OP_CONFIGS: dict[str, type[Config]] = {
-    "screen_images": ScreeningConfig,
-    "mobilenet_features": FeaturizationConfig,
-    "pca_model": PCAConfig,
-}
+OP_CONFIGS: dict[str, type[Config]] = {"screen_and_featurize": IngestConfig, "pca_model": PCAConfig}
 
 
 def check_run_config(run_config: dict[str, Any]) -> None:
     """Every op's config against its class; one error naming each bad setting, its path and what it accepts."""
-    problems = []
+    problems = [
+        f"ops.{op}: no op of that name takes config (those that do: {', '.join(OP_CONFIGS)})"
+        for op in run_config.get("ops", {})
+        if op not in OP_CONFIGS
+    ]
     for op, model in OP_CONFIGS.items():
         given = run_config.get("ops", {}).get(op, {}).get("config", {})
         try:
@@ -69,9 +69,25 @@ def check_run_config(run_config: dict[str, Any]) -> None:
         raise ValueError("invalid run config, nothing was run:\n  " + "\n  ".join(problems))
 
 
-class RunConfigCheck(ConfigurableResource):
-    """Validates the whole run's op config as the run starts, before its first step and any Spark work."""
+class RunGuard(ConfigurableResource):
+    """Before the run's first step: the whole run config checked, then the storage root's lock taken.
+
+    The lock is held until the run ends. Inside a step on EMR (`lock=False`) the
+    orchestrating run holds it already.
+    """
+
+    storage: str
+    s3: ResourceDependency[EncryptedS3Resource]
+    lock: bool = True
+    _held: Any = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         if context.run is not None:
             check_run_config(context.run.run_config)
+        if self.lock:
+            self._held = take_storage_lock(self.storage, context.run_id or "a run", self.s3.get_client)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._held is not None:
+            self._held.release()
+            self._held = None

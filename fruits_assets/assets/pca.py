@@ -1,147 +1,180 @@
 """PCA reduction of the features: the fitted model, the reduced matrix, and that matrix as one CSV file."""
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
-    AssetIn,
     AssetKey,
+    AssetOut,
     MetadataValue,
+    Output,
     ResourceParam,
     StepLauncher,
     asset,
-    asset_check,
+    multi_asset,
 )
-from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.config import PCAConfig, RunConfigCheck
+from fruits_assets.assets.config import PCAConfig, RunGuard
 from fruits_assets.assets.plots import explained_variance_png, markdown_image, pc_scatter_png
-from fruits_assets.resources.io_managers import CSV_IO_MANAGER, MODEL_IO_MANAGER, PARQUET_IO_MANAGER, csv_file_name
-from fruits_assets.resources.locations import DataLocations
+from fruits_assets.resources.io_managers import CSV_IO_MANAGER, DELTA_IO_MANAGER, MODEL_IO_MANAGER, csv_path
+from fruits_assets.resources.models import FittedModel, ModelStore
 from fruits_assets.resources.spark_resource import SparkResource
+from fruits_assets.resources.tables import DeltaTables
+from fruits_assets.spark.delta import Replacement
+from fruits_assets.spark.moments import change_moments, moments_of
 from fruits_assets.spark.pca import ID_COLUMNS, explained_variance, fit_pca, pca_k, project
 from fruits_assets.spark.progress import job_description
 
-PCA_MODEL_KEY = AssetKey("pca_model")
+FEATURES, MODEL, PROJECTED = "mobilenet_features", "pca_model", "pca_features"
 CSV_DECIMALS = 6  # beyond float32 features' precision, and far above run-to-run rounding noise
 SCATTER_POINTS = 5000  # a sample is enough to see the clusters, whatever the number of images
 
 
-@asset(io_manager_key=MODEL_IO_MANAGER, group_name="reduction", kinds={"spark"})
+@asset(
+    io_manager_key=MODEL_IO_MANAGER,
+    group_name="reduction",
+    kinds={"spark"},
+    deps=[FEATURES],
+    check_specs=[AssetCheckSpec("explained_variance_reaches_target", asset=MODEL)],
+)
 def pca_model(
     context: AssetExecutionContext,
     config: PCAConfig,
     pyspark: SparkResource,
-    run_config_check: RunConfigCheck,
-    mobilenet_features: DataFrame,
+    tables: DeltaTables,
+    models: ModelStore,
+    run_guard: RunGuard,
     pyspark_step_launcher: ResourceParam[StepLauncher],
-) -> PipelineModel:
-    """A Spark ML PipelineModel: StandardScaler (mean and std) then PCA, fitted on all features."""
-    if mobilenet_features.isEmpty():
+) -> Iterator:
+    """A Spark ML PipelineModel, StandardScaler (mean and std) then PCA, fitted on every feature row.
+
+    Fitted from the features' moments (count, sums, cross-products), kept with the
+    table version they summarize and updated with the rows later versions added and
+    removed: refitting after a 1% change reads 1% of the features.
+    """
+    spark = pyspark.spark_session
+    version = tables.version(FEATURES)
+    previous = models.moments(MODEL)
+    with job_description(spark, "pca_model: the features' moments"):
+        if previous is not None and previous.version == version:
+            moments, source = previous, "unchanged"
+        elif previous is not None and previous.version is not None and previous.version < version:
+            delta = change_moments(tables.changes(FEATURES, previous.version, version))
+            moments, source = (previous + delta).at(version), f"updated from version {previous.version}"
+        else:
+            moments, source = moments_of(tables.read(FEATURES, version)).at(version), "computed from every row"
+    if moments.count == 0:
         raise ValueError("no features to fit PCA on: every image was rejected (see the rejected_images asset)")
-    with job_description(pyspark.spark_session, "pca_model: fit StandardScaler and PCA"):
-        model, explained_all = fit_pca(mobilenet_features, config.k, config.variance_target)
+    model, spectrum = fit_pca(moments, config.k, config.variance_target)
     explained = explained_variance(model)
-    plot = explained_variance_png(explained_all, pca_k(model), config.variance_target if config.k is None else None)
-    context.add_output_metadata(
-        {
+    total = float(sum(explained))
+    plot = explained_variance_png(spectrum, pca_k(model), config.variance_target if config.k is None else None)
+    fitted_from = {"features_version": version, "k": config.k, "variance_target": config.variance_target}
+    yield Output(
+        FittedModel(model, moments, fitted_from),
+        metadata={
             "explained_variance_plot": MetadataValue.md(markdown_image(plot, "explained variance")),
             "k": pca_k(model),
             "variance_target": config.variance_target,
             "k_configured": config.k is not None,
             "explained_variance": [round(v, 6) for v in explained],
             "cumulative_explained_variance": [round(v, 6) for v in np.cumsum(explained)],
-            "explained_variance_total": float(sum(explained)),
-            "components_in_data": len(explained_all),
-        }
+            "explained_variance_total": total,
+            "components_in_data": len(spectrum),
+            "rows": moments.count,
+            "features_version": version,
+            "moments": source,
+        },
     )
-    return model
+    yield AssetCheckResult(
+        check_name="explained_variance_reaches_target",
+        passed=total >= config.variance_target,
+        # A k chosen by hand may knowingly fall short of the target: warn, don't fail.
+        severity=AssetCheckSeverity.WARN if config.k is not None else AssetCheckSeverity.ERROR,
+        metadata={"explained_variance_total": total, "variance_target": config.variance_target, "k": pca_k(model)},
+    )
 
 
-@asset(io_manager_key=PARQUET_IO_MANAGER, group_name="reduction", kinds={"spark", "parquet"})
-def pca_features(
+@multi_asset(
+    outs={
+        "pca_features": AssetOut(
+            io_manager_key=DELTA_IO_MANAGER,
+            group_name="reduction",
+            kinds={"spark", "delta"},
+            description="`path, label, split, pc_1 … pc_k` at full precision: every feature row in the PCA basis.",
+        ),
+        "pca_features_csv": AssetOut(
+            io_manager_key=CSV_IO_MANAGER,
+            group_name="reduction",
+            kinds={"spark", "csv"},
+            description="`pca_features.csv`, header `path,label,split,pc_1,…,pc_k`: the reduced matrix as one file "
+            "for the app team, ordered by path, components to 6 decimals (the same images give the same bytes).",
+        ),
+    },
+    deps=[FEATURES, MODEL],
+    internal_asset_deps={
+        "pca_features": {AssetKey(FEATURES), AssetKey(MODEL)},
+        "pca_features_csv": {AssetKey("pca_features")},
+    },
+    check_specs=[AssetCheckSpec("csv_has_k_components", asset="pca_features_csv", additional_deps=[FEATURES])],
+)
+def project_features(
     context: AssetExecutionContext,
     pyspark: SparkResource,
-    run_config_check: RunConfigCheck,
-    pca_model: PipelineModel,
-    mobilenet_features: DataFrame,
+    tables: DeltaTables,
+    models: ModelStore,
+    run_guard: RunGuard,
     pyspark_step_launcher: ResourceParam[StepLauncher],
-) -> DataFrame:
-    """`path, label, split, pc_1 … pc_k` at full precision, ordered by path: the features in the PCA's basis.
+) -> Iterator:
+    """Every feature row projected once and stored; the CSV written from what was stored.
 
-    The UI shows the first two components of a sample, coloured by label.
+    When neither the features nor the model changed since the stored projection was
+    made, it is kept as it is (and the CSV too).
     """
-    with job_description(pyspark.spark_session, "pca_features: sample for the scatter plot"):
-        rows = mobilenet_features.count()
-        sample = mobilenet_features.sample(fraction=min(1.0, SCATTER_POINTS / max(rows, 1)), seed=0)
-        second = F.col("pc_2") if pca_k(pca_model) > 1 else F.lit(0.0).alias("pc_2")
-        points = project(pca_model, sample).select("label", "pc_1", second).toPandas()
-    scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
-    context.add_output_metadata(
-        {
-            "pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components")),
-            "k": pca_k(pca_model),
-        }
+    spark = pyspark.spark_session
+    features_version, model = tables.version(FEATURES), models.load(MODEL)
+    made_from = {"features_version": features_version, "model": models.current_folder(MODEL)}
+    rows = tables.rows(FEATURES)
+    if tables.sources(PROJECTED) == made_from:
+        yield Output(Replacement(rows=None, made_from=made_from), output_name=PROJECTED)
+    else:
+        with job_description(spark, "pca_features: sample for the scatter plot"):
+            features = tables.read(FEATURES, features_version)
+            sample = features.sample(fraction=min(1.0, SCATTER_POINTS / max(rows, 1)), seed=0)
+            second = F.col("pc_2") if pca_k(model) > 1 else F.lit(0.0).alias("pc_2")
+            points = project(model, sample).select("label", "pc_1", second).toPandas()
+        scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
+        yield Output(
+            Replacement(rows=project(model, features), made_from=made_from),
+            output_name=PROJECTED,
+            metadata={"pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components"))},
+        )
+    stored = tables.read(PROJECTED)
+    pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
+    yield Output(
+        Replacement(rows=stored.orderBy("path").select(*ID_COLUMNS, *pcs), made_from=tables.made_from(PROJECTED)),
+        output_name="pca_features_csv",
     )
-    return project(pca_model, mobilenet_features)
+    yield _csv_check(csv_path(tables.locations, "pca_features_csv"), pca_k(model), rows)
 
 
-@asset(io_manager_key=CSV_IO_MANAGER, group_name="reduction", kinds={"spark", "csv"})
-def pca_features_csv(
-    run_config_check: RunConfigCheck, pca_features: DataFrame, pyspark_step_launcher: ResourceParam[StepLauncher]
-) -> DataFrame:
-    """`pca_features.csv` (header `path,label,split,pc_1,…,pc_k`): the reduced matrix as one file, for the app team.
-
-    Rows are ordered by path and components rounded to 6 decimals (`pca_features`
-    keeps full precision): the same images give the same CSV, byte for byte.
-    """
-    pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in pca_features.columns if c not in ID_COLUMNS]
-    return pca_features.orderBy("path").select(*ID_COLUMNS, *pcs)
-
-
-@asset_check(asset=pca_model, description="The model's explained variance reaches the target it was fitted for.")
-def explained_variance_reaches_target(
-    context: AssetCheckExecutionContext, pca_model: PipelineModel, pyspark_step_launcher: ResourceParam[StepLauncher]
-) -> AssetCheckResult:
-    event = context.instance.get_latest_materialization_event(PCA_MODEL_KEY)
-    recorded = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    target = float(recorded["variance_target"].value) if "variance_target" in recorded else PCAConfig().variance_target
-    k_configured = bool(recorded["k_configured"].value) if "k_configured" in recorded else False
-    total = float(sum(explained_variance(pca_model)))
-    return AssetCheckResult(
-        passed=total >= target,
-        # A k chosen by hand may knowingly fall short of the target: warn, don't fail.
-        severity=AssetCheckSeverity.WARN if k_configured else AssetCheckSeverity.ERROR,
-        metadata={"explained_variance_total": total, "variance_target": target, "k": pca_k(pca_model)},
-    )
-
-
-@asset_check(
-    asset=pca_features_csv,
-    additional_ins={"pca_model": AssetIn("pca_model"), "mobilenet_features": AssetIn("mobilenet_features")},
-    description="The CSV has path, label, split and k finite components, one row per featurized image.",
-)
-def csv_has_k_components(
-    locations: DataLocations,
-    pca_model: PipelineModel,
-    mobilenet_features: DataFrame,
-    pyspark_step_launcher: ResourceParam[StepLauncher],
-) -> AssetCheckResult:
-    k = pca_k(pca_model)
-    table = pd.read_csv(
-        locations.path_of(csv_file_name(pca_features_csv.key.to_user_string())),
-        keep_default_na=False,
-        na_values={"split": [""]},
-    )
+def _csv_check(path: str, k: int, feature_rows: int) -> AssetCheckResult:
+    """The CSV read back by pandas, an independent reader: the header, k finite components, one row per image."""
+    table = pd.read_csv(path, keep_default_na=False, na_values={"split": [""]})
     expected = ID_COLUMNS + [f"pc_{i + 1}" for i in range(k)]
     pcs = table[expected[3:]].to_numpy(dtype=float) if list(table.columns) == expected else np.empty(0)
-    rows = mobilenet_features.count()
     return AssetCheckResult(
-        passed=list(table.columns) == expected and len(table) == rows and bool(np.isfinite(pcs).all()) and pcs.size > 0,
-        metadata={"columns": len(table.columns), "k": k, "csv_rows": len(table), "feature_rows": rows},
+        asset_key=AssetKey("pca_features_csv"),
+        check_name="csv_has_k_components",
+        passed=list(table.columns) == expected
+        and len(table) == feature_rows
+        and bool(np.isfinite(pcs).all())
+        and pcs.size > 0,
+        metadata={"columns": len(table.columns), "k": k, "csv_rows": len(table), "feature_rows": feature_rows},
     )

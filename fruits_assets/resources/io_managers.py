@@ -1,30 +1,30 @@
 """IO managers: each owns how one kind of asset is stored under the storage root, and their keys.
 
-Spark outputs are Spark-native datasets, the reduced matrix one CSV file, small
-Python values JSON; every one is replaced atomically (see `spark.files`).
+Tables are Delta Lake tables (changes merged, or rows replaced, one commit each),
+the fitted model a versioned folder, the reduced matrix one CSV file, small Python
+values JSON; every write is atomic, on a file system and on S3.
 """
 
 import json
-import os
-import tempfile
-from pathlib import Path
+import time
 from typing import Any
 
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
-from pydantic import PrivateAttr
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
 from fruits_assets.resources.locations import DataLocations
-from fruits_assets.resources.s3 import EncryptedS3Resource
+from fruits_assets.resources.models import FittedModel, ModelStore
 from fruits_assets.resources.spark_resource import SparkResource
-from fruits_assets.spark.files import recover_interrupted, replace_atomically, write_parquet, write_single_csv
+from fruits_assets.resources.tables import DeltaTables
+from fruits_assets.spark import delta
+from fruits_assets.spark.delta import Changes, Replacement
+from fruits_assets.spark.files import read_bytes, write_bytes, write_single_csv
 from fruits_assets.spark.preview import preview_markdown
 from fruits_assets.spark.progress import job_description
-from fruits_assets.vision.paths import bucket_and_prefix, uses_s3
 
-PARQUET_IO_MANAGER = "spark_parquet_io_manager"
+DELTA_IO_MANAGER = "delta_io_manager"
 MODEL_IO_MANAGER = "spark_ml_io_manager"
 CSV_IO_MANAGER = "spark_csv_io_manager"
 JSON_IO_MANAGER = "json_io_manager"
@@ -34,122 +34,125 @@ def asset_name(context: OutputContext | InputContext) -> str:
     return "/".join(context.asset_key.path)
 
 
-def csv_file_name(asset: str) -> str:
-    """The file the CSV IO manager writes asset `<name>_csv` to: `<name>.csv`."""
-    return asset.removesuffix("_csv") + ".csv"
+def csv_path(locations: DataLocations, asset: str) -> str:
+    """Where the CSV IO manager writes asset `<name>_csv`: `<storage>/<name>.csv`."""
+    return locations.path_of(asset.removesuffix("_csv") + ".csv")
 
 
-class SparkParquetIOManager(ConfigurableIOManager):
-    """A DataFrame asset as a Parquet dataset at `<storage>/<asset name>/`, replaced atomically.
+class DeltaIOManager(ConfigurableIOManager):
+    """A table asset as a Delta Lake table at `<storage>/<asset name>/`: one commit per materialization.
 
-    The row count is observed while the write runs (no second job, no recomputation
-    of the lineage: the features are computed once); the preview reads back what was written.
+    `Changes` are merged by path (what changed, never the rest); a `Replacement`
+    replaces every row, unless the table was already made from the same sources.
+    Records the version made (readable later by number), the rows, what the commit
+    did, and a preview; files older than the retention are vacuumed.
     """
 
-    locations: ResourceDependency[DataLocations]
-    pyspark: ResourceDependency[SparkResource]
+    tables: ResourceDependency[DeltaTables]
 
-    def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
-        spark, name = self.pyspark.spark_session, asset_name(context)
-        path = self.locations.path_of(name)
-        rows = Observation(f"{name} rows")
-        with job_description(spark, f"{name}: write Parquet"):
-            write_parquet(spark, obj.observe(rows, F.count(F.lit(1)).alias("rows")), path)
-            preview = preview_markdown(spark.read.parquet(path))
-        context.add_output_metadata({"path": path, "rows": rows.get["rows"], "preview": MetadataValue.md(preview)})
+    def handle_output(self, context: OutputContext, obj: Changes | Replacement) -> None:
+        spark, name = self.tables.pyspark.spark_session, asset_name(context)
+        path = self.tables.path(name)
+        began = time.perf_counter()
+        with job_description(spark, f"{name}: commit to Delta"):
+            if isinstance(obj, Changes):
+                commit = delta.merge(spark, path, obj)
+            elif obj.rows is None or delta.made_from(spark, path) == obj.made_from:
+                commit = delta.Commit(version=delta.latest_version(spark, path), unchanged=True)
+            else:
+                commit = delta.overwrite(spark, path, obj.rows, obj.made_from)
+            committed = time.perf_counter()
+            changed = commit.version is not None and not commit.unchanged
+            if changed:
+                delta.vacuum(spark, path, commit.version)
+            preview = preview_markdown(delta.read(spark, path)) if changed else "(unchanged)"
+        context.add_output_metadata(
+            {
+                "path": path,
+                "delta_version": commit.version if commit.version is not None else -1,
+                "rows": self.tables.rows(name),
+                "inserted": commit.inserted,
+                "updated": commit.updated,
+                "deleted": commit.deleted,
+                "unchanged": commit.unchanged or commit.version is None,
+                "commit_seconds": committed - began,
+                "preview": MetadataValue.md(preview),
+            }
+        )
 
     def load_input(self, context: InputContext) -> DataFrame:
-        spark, name = self.pyspark.spark_session, asset_name(context)
-        spark.sparkContext.setJobDescription(f"{context.op_def.name}: reads {name}")
-        path = self.locations.path_of(name)
-        recover_interrupted(spark, path)
-        return spark.read.parquet(path)
+        name = asset_name(context)
+        self.tables.pyspark.spark_session.sparkContext.setJobDescription(f"{context.op_def.name}: reads {name}")
+        table = self.tables.read(name)
+        if table is None:
+            raise FileNotFoundError(f"no table {self.tables.path(name)}: materialize {name} first")
+        return table
 
 
 class SparkCsvIOManager(ConfigurableIOManager):
     """A DataFrame asset `<name>_csv` as one RFC 4180 file `<storage>/<name>.csv`, in the DataFrame's order.
 
-    One file, header first, replaced atomically: what spreadsheets, pandas and
-    the app team read without Spark.
+    One file, header first, replaced atomically: what spreadsheets, pandas and the app
+    team read without Spark. Beside it, `<name>.csv.json` says which table version it
+    was written from; a CSV already written from the same version is not written again.
     """
 
     locations: ResourceDependency[DataLocations]
     pyspark: ResourceDependency[SparkResource]
 
-    def path_for(self, context: OutputContext | InputContext) -> str:
-        return self.locations.path_of(csv_file_name(asset_name(context)))
-
-    def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
-        spark, path = self.pyspark.spark_session, self.path_for(context)
+    def handle_output(self, context: OutputContext, obj: Replacement) -> None:
+        spark, path = self.pyspark.spark_session, csv_path(self.locations, asset_name(context))
+        source = read_bytes(spark, f"{path}.json")
+        if obj.rows is None or (source is not None and json.loads(source) == obj.made_from):
+            context.add_output_metadata({"path": path, "unchanged": True, **obj.made_from})
+            return
         rows = Observation(f"{asset_name(context)} rows")
         with job_description(spark, f"{asset_name(context)}: write CSV"):
-            write_single_csv(spark, obj.observe(rows, F.count(F.lit(1)).alias("rows")), path)
-        context.add_output_metadata({"path": path, "rows": rows.get["rows"]})
+            write_single_csv(spark, obj.rows.observe(rows, F.count(F.lit(1)).alias("rows")), path)
+            write_bytes(spark, f"{path}.json", json.dumps(obj.made_from).encode())
+        context.add_output_metadata({"path": path, "rows": rows.get["rows"], "unchanged": False, **obj.made_from})
 
     def load_input(self, context: InputContext) -> DataFrame:
         reader = self.pyspark.spark_session.read.option("header", "true").option("escape", '"')
-        return reader.option("inferSchema", "true").csv(self.path_for(context))
+        return reader.option("inferSchema", "true").csv(csv_path(self.locations, asset_name(context)))
 
 
 class SparkMLModelIOManager(ConfigurableIOManager):
-    """A fitted Spark ML `PipelineModel` as its standard directory at `<storage>/<asset name>/`, replaced atomically.
+    """A fitted Spark ML `PipelineModel` (with the moments it was fitted from), versioned by the model store."""
 
-    A model written in this process is handed to later steps as is: loading one
-    back costs a Spark job per stage's metadata, three times a run otherwise.
-    """
+    models: ResourceDependency[ModelStore]
 
-    locations: ResourceDependency[DataLocations]
-    pyspark: ResourceDependency[SparkResource]
-    _written: dict[str, PipelineModel] = PrivateAttr(default_factory=dict)
-
-    def handle_output(self, context: OutputContext, obj: PipelineModel) -> None:
+    def handle_output(self, context: OutputContext, obj: FittedModel) -> None:
         name = asset_name(context)
-        path = self.locations.path_of(name)
-        spark = self.pyspark.spark_session
-        with job_description(spark, f"{name}: write model"):
-            replace_atomically(spark, path, obj.write().save)
-        self._written[path] = obj
-        context.add_output_metadata({"path": path})
+        with job_description(self.models.pyspark.spark_session, f"{name}: write model"):
+            folder, new = self.models.save(name, obj)
+        context.add_output_metadata({"path": folder, "unchanged": not new})
 
     def load_input(self, context: InputContext) -> PipelineModel:
-        path = self.locations.path_of(asset_name(context))
-        if path in self._written:
-            return self._written[path]
-        recover_interrupted(self.pyspark.spark_session, path)  # a model loads through the active session
-        return PipelineModel.load(path)
+        return self.models.load(asset_name(context))
 
 
 class JsonIOManager(ConfigurableIOManager):
     """A small Python value (plain data) as `<storage>/<asset name>.json`, readable by anyone, never unpickled.
 
-    Locally the file is written beside its name and renamed into place; on S3 it
-    is one `PutObject`, atomic too, with server-side encryption.
+    Written as one file through the session's file system: renamed into place on a
+    file system, one PUT on S3, encrypted as every other object.
     """
 
     locations: ResourceDependency[DataLocations]
-    s3: ResourceDependency[EncryptedS3Resource]
+    pyspark: ResourceDependency[SparkResource]
 
     def path_for(self, context: OutputContext | InputContext) -> str:
         return self.locations.path_of(asset_name(context) + ".json")
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
-        path, text = self.path_for(context), json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=True)
-        if uses_s3(path):
-            bucket, key = bucket_and_prefix(path)
-            self.s3.get_client().put_object(Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/json")
-        else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            folder, name = Path(path).parent, Path(path).name
-            with tempfile.NamedTemporaryFile(
-                "w", dir=folder, prefix=f".{name}.", delete=False, encoding="utf-8"
-            ) as file:
-                file.write(text)
-            os.replace(file.name, path)
+        path = self.path_for(context)
+        text = json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=True)
+        write_bytes(self.pyspark.spark_session, path, text.encode())
         context.add_output_metadata({"path": path})
 
     def load_input(self, context: InputContext) -> Any:
-        path = self.path_for(context)
-        if uses_s3(path):
-            bucket, key = bucket_and_prefix(path)
-            return json.loads(self.s3.get_client().get_object(Bucket=bucket, Key=key)["Body"].read())
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = read_bytes(self.pyspark.spark_session, self.path_for(context))
+        if data is None:
+            raise FileNotFoundError(f"no {self.path_for(context)}: materialize {asset_name(context)} first")
+        return json.loads(data)

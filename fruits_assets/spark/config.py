@@ -5,6 +5,7 @@ Nothing here reads the environment: the caller passes what the settings hold.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -12,6 +13,11 @@ from pathlib import Path
 from pyspark.find_spark_home import _find_spark_home
 
 DEFAULT_ARROW_BATCH = 512
+LOCAL_PARTITIONS = 4 * (os.cpu_count() or 1)
+DELTA_PACKAGE = "io.delta:delta-spark_2.13:4.0.0"  # the Delta Lake of emr-spark-8.0.0 (4.0.0-amzn-1-spark)
+# The jars `make setup` resolves from Maven Central, each set in an Ivy folder of its own beside pyspark:
+# runs name the files (`spark.jars`), so no session resolves anything at start-up.
+JARS = Path(sys.prefix) / "share" / "fruits_assets" / "jars"
 # The driver's classes, archived by `make setup` (AppCDS) beside the pyspark jars they come from: each
 # run starts a fresh driver JVM, and mapping parsed classes saves seconds (session start 5.1 → 2.8 s).
 CLASS_ARCHIVE = Path(sys.prefix) / "share" / "fruits_assets" / "spark-driver.jsa"
@@ -35,17 +41,56 @@ def hadoop_version() -> str:
     return version
 
 
+def s3a_package() -> str:
+    return f"org.apache.hadoop:hadoop-aws:{hadoop_version()}"
+
+
+def packages() -> dict[str, str]:
+    """Each set of jars `make setup` fetches, by name: Delta Lake, and S3A for `s3://` outside EMR."""
+    return {"delta": DELTA_PACKAGE, "s3a": s3a_package()}
+
+
+def jar_files(name: str, jars: Path = JARS) -> list[str]:
+    """The jar files of the set `name`, as `make setup` resolved them; a clear error if it did not."""
+    found = sorted(str(p) for p in (jars / name / "jars").glob("*.jar"))
+    if not found:
+        raise FileNotFoundError(f"no {name} jars in {jars / name}: run `make setup` (python -m fruits_assets.prepare)")
+    return found
+
+
+def delta_sql_config() -> dict[str, str]:
+    """Delta Lake's SQL extension and catalog: what every deployment's session needs (its jars apart)."""
+    return {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        # VACUUM would otherwise add two commits of its own: a table's versions are its materializations.
+        "spark.databricks.delta.vacuum.logging.enabled": "false",
+    }
+
+
+def jars_config(*names: str) -> dict[str, str]:
+    """The resolved files of the given sets (EMR brings its own Delta and EMRFS), for the driver and executors.
+
+    `spark.jars` ships them to executors. The driver also has them on its JVM's own
+    class path, where the class-data archive `make setup` writes can hold their
+    classes too (classes a later loader adds cannot be archived): Delta's thousands
+    of classes then load already parsed. The sets keep their order, so a session with
+    S3A's jars after Delta's still maps the archive made with Delta's alone.
+    """
+    files = [f for name in names for f in jar_files(name)]
+    return {"spark.jars": ",".join(files), "spark.driver.extraClassPath": os.pathsep.join(files)}
+
+
 def s3a_config(endpoint: str | None, region: str, kms_key: str | None = None) -> dict[str, str]:
     """Hadoop's S3A connector for `s3://` and `s3a://` paths, with server-side encryption.
 
-    The `hadoop-aws` jar matching pyspark's Hadoop (and its AWS SDK) comes from
-    Maven Central once and is cached by Ivy; `make setup` fetches it. Credentials
-    come from the AWS SDK's default chain only. `endpoint` (`AWS_ENDPOINT_URL`)
-    points S3A at an S3-compatible store, with path-style addressing.
-    Objects are written with SSE-S3, or SSE-KMS with `kms_key`.
+    The `hadoop-aws` jar matching pyspark's Hadoop and its AWS SDK come from the
+    `s3a` jar set (`jars_config("s3a")`). Credentials come from the AWS SDK's
+    default chain only. `endpoint` (`AWS_ENDPOINT_URL`) points S3A at an
+    S3-compatible store, with path-style addressing. Objects are written with
+    SSE-S3, or SSE-KMS with `kms_key`.
     """
     config = {
-        "spark.jars.packages": f"org.apache.hadoop:hadoop-aws:{hadoop_version()}",
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.encryption.algorithm": "SSE-KMS" if kms_key else "AES256",  # AES256 is SSE-S3
     }
@@ -72,6 +117,7 @@ def app_config(worker_python: str, driver_python: str) -> dict[str, str]:
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(DEFAULT_ARROW_BATCH),
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
+        **delta_sql_config(),
     }
 
 
@@ -90,6 +136,11 @@ def local_config(master: str = "local[*]", driver_memory: str = "1g") -> dict[st
         # Opening a local file costs far less than the 4 MB Spark assumes for object stores:
         # without this, a folder of small images is split into many tiny tasks.
         "spark.sql.files.openCostInBytes": str(512 * 1024),
+        # One machine's cores, not a cluster's: Spark's 200 shuffle partitions (and Delta's 50 for a table's
+        # log) would each be a task of a few rows, most of a small run's time.
+        "spark.sql.shuffle.partitions": str(LOCAL_PARTITIONS),
+        "spark.databricks.delta.snapshotPartitions": str(LOCAL_PARTITIONS),
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(LOCAL_PARTITIONS),  # VACUUM's listing
     }
 
 

@@ -1,18 +1,27 @@
-"""StandardScaler + PCA in Spark MLlib, k chosen by explained variance."""
+"""StandardScaler + PCA as Spark MLlib models, fitted from the features' moments, k chosen by explained variance.
+
+MLlib's StandardScaler (sample standard deviation, a constant feature scaled to 0)
+followed by MLlib's PCA (eigenvectors of the scaled data's covariance, explained
+variance as eigenvalues over their sum) is a function of the moments alone: the
+models are built from them here, with the numbers MLlib's own fit gives (the tests
+compare), so a refit costs a 1280x1280 eigendecomposition, whatever the row count.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 from pyspark import SparkContext
 from pyspark.ml import PipelineModel
 from pyspark.ml.common import _py2java
-from pyspark.ml.feature import PCA, PCAModel, StandardScaler
-from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.feature import PCAModel, StandardScalerModel
+from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import DenseMatrix, DenseVector
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
+
+from fruits_assets.spark.moments import Moments
 
 VECTOR_COL, SCALED_COL, PCA_COL = "vector", "scaled", "pca"
 ID_COLUMNS = ["path", "label", "split"]
@@ -43,46 +52,55 @@ def canonical_signs(components: np.ndarray) -> np.ndarray:
     return np.where(signs == 0, 1.0, signs)
 
 
-def first_components(model: PCAModel, k: int) -> PCAModel:
-    """The PCA model of the first `k` components of `model`, each with its sign fixed by `canonical_signs`.
+def mean_std_and_spectrum(moments: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, sample standard deviation, and the scaled data's covariance eigenvalues (descending) and vectors."""
+    n = moments.count
+    if n < 1:
+        raise ValueError("no features to fit PCA on")
+    mean = moments.sums / n
+    covariance = (moments.cross - n * np.outer(mean, mean)) / max(n - 1, 1)
+    std = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    varies = std > 0
+    scale = np.where(varies, std, 1.0)
+    correlation = np.where(np.outer(varies, varies), covariance / np.outer(scale, scale), 0.0)
+    eigenvalues, eigenvectors = np.linalg.eigh((correlation + correlation.T) / 2)
+    order = np.argsort(eigenvalues)[::-1]
+    return mean, std, np.clip(eigenvalues[order], 0.0, None), eigenvectors[:, order]
 
-    MLlib's PCA decomposes the whole covariance matrix whatever k and keeps the
-    first k components and their explained variance: cutting a fit with every
-    component gives the model a fit with k gives, and one fit yields the whole curve.
+
+def _java(value) -> object:
+    return _py2java(SparkContext._active_spark_context, value)
+
+
+def fit_pca(moments: Moments, k: int | None, variance_target: float) -> tuple[PipelineModel, list[float]]:
+    """StandardScaler then PCA from the moments; with no k, the smallest reaching `variance_target`.
+
+    Returns the model and the explained variance ratio of every component the data
+    has (so the curve can be shown beyond k). Components have canonical signs.
+    Constant features, which the scaler maps to 0, explain no variance.
     """
-    components = model.pc.toArray()[:, :k]
-    oriented = components * canonical_signs(components)
-    rows, cols = oriented.shape
-    sc = SparkContext._active_spark_context
-    java_pc = _py2java(sc, DenseMatrix(rows, cols, oriented.flatten(order="F").tolist()))
-    java_explained = _py2java(sc, DenseVector(model.explainedVariance.toArray()[:k]))
-    java_model = sc._jvm.org.apache.spark.ml.feature.PCAModel(model.uid, java_pc, java_explained)
-    cut = model._copyValues(PCAModel(java_model))
-    cut._set(k=k)
-    cut._transfer_params_to_java()
-    return cut
-
-
-def fit_pca(features: DataFrame, k: int | None, variance_target: float) -> tuple[PipelineModel, list[float]]:
-    """Fit StandardScaler then PCA; with no k, the smallest reaching `variance_target`.
-
-    PCA is fitted once with every component, then cut to k (see `first_components`),
-    with canonical signs. Returns the model and the explained variance ratio of
-    every component the data has (so the curve can be shown beyond k). Constant
-    features, which the scaler maps to 0, explain no variance.
-    """
-    vectors = with_vector(features).select(VECTOR_COL).persist()
-    try:
-        scaler = StandardScaler(inputCol=VECTOR_COL, outputCol=SCALED_COL, withMean=True, withStd=True).fit(vectors)
-        every = PCA(k=scaler.mean.size, inputCol=SCALED_COL, outputCol=PCA_COL).fit(scaler.transform(vectors))
-        spectrum = [float(v) for v in every.explainedVariance]
-        chosen = k if k is not None else choose_k(spectrum, variance_target)
-        if not 1 <= chosen <= len(spectrum):
-            raise ValueError(f"k must be between 1 and {len(spectrum)}, got {chosen}")
-        model = PipelineModel([scaler, first_components(every, chosen)])
-    finally:
-        vectors.unpersist()
-    return model, spectrum
+    mean, std, eigenvalues, eigenvectors = mean_std_and_spectrum(moments)
+    total = eigenvalues.sum()
+    spectrum = [float(v) for v in (eigenvalues / total if total > 0 else eigenvalues)]
+    chosen = k if k is not None else choose_k(spectrum, variance_target)
+    if not 1 <= chosen <= len(spectrum):
+        raise ValueError(f"k must be between 1 and {len(spectrum)}, got {chosen}")
+    components = eigenvectors[:, :chosen] * canonical_signs(eigenvectors[:, :chosen])
+    jvm = SparkContext._active_spark_context._jvm
+    scaler = StandardScalerModel(
+        jvm.org.apache.spark.ml.feature.StandardScalerModel(
+            "fruits_scaler", _java(DenseVector(std)), _java(DenseVector(mean))
+        )
+    )
+    scaler._set(inputCol=VECTOR_COL, outputCol=SCALED_COL, withMean=True, withStd=True)
+    scaler._transfer_params_to_java()
+    rows, cols = components.shape
+    matrix = _java(DenseMatrix(rows, cols, components.flatten(order="F").tolist()))
+    explained = _java(DenseVector(spectrum[:chosen]))
+    pca = PCAModel(jvm.org.apache.spark.ml.feature.PCAModel("fruits_pca", matrix, explained))
+    pca._set(k=chosen, inputCol=SCALED_COL, outputCol=PCA_COL)
+    pca._transfer_params_to_java()
+    return PipelineModel([scaler, pca]), spectrum
 
 
 def pca_k(model: PipelineModel) -> int:
@@ -94,8 +112,23 @@ def explained_variance(model: PipelineModel) -> list[float]:
 
 
 def project(model: PipelineModel, features: DataFrame) -> DataFrame:
-    """`path, label, split, pc_1 … pc_k`, ordered by path."""
-    k = pca_k(model)
-    pcs = vector_to_array(F.col(PCA_COL))
-    scored = model.transform(with_vector(features))
-    return scored.select(*ID_COLUMNS, *[pcs[i].alias(f"pc_{i + 1}") for i in range(k)]).orderBy("path")
+    """`path, label, split, pc_1 … pc_k` (float64): each row through the model's scaler and components.
+
+    What MLlib's `transform` computes (a feature of zero deviation scales to 0), as one
+    matrix product per Arrow batch in the Python workers, instead of a vector per row
+    through three transformers and k column extractions.
+    """
+    scaler, pca = model.stages
+    mean, std = scaler.mean.toArray(), scaler.std.toArray()
+    scale = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
+    components = pca.pc.toArray()
+    names = [f"pc_{i + 1}" for i in range(components.shape[1])]
+    schema = ", ".join([*(f"{c} string" for c in ID_COLUMNS), *(f"{n} double" for n in names)])
+
+    def batches(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            x = np.stack(frame["features"].to_numpy()).astype(np.float64) if len(frame) else np.empty((0, len(mean)))
+            pcs = ((x - mean) * scale) @ components
+            yield pd.concat([frame[ID_COLUMNS].reset_index(drop=True), pd.DataFrame(pcs, columns=names)], axis=1)
+
+    return features.select(*ID_COLUMNS, "features").mapInPandas(batches, schema)

@@ -41,7 +41,7 @@ def progress_lines(done: Callable[[], int], total: int, log: Callable[[str], Non
         while not stop.wait(every):
             count, seconds = done(), time.perf_counter() - began
             share = 100 * count / max(total, 1)
-            log(f"featurized {count}/{total} images ({share:.0f}%), {count / seconds:.1f} images/s")
+            log(f"read and featurized {count}/{total} files ({share:.0f}%), {count / seconds:.1f} files/s")
 
     reporter = threading.Thread(target=report, name="featurization-progress", daemon=True)
     reporter.start()

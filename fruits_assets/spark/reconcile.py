@@ -1,4 +1,4 @@
-"""Accounting for every image: each raw image in exactly one of the outputs that follow it."""
+"""Accounting for every file: each raw file in exactly one part of each partition of the outputs, in one job."""
 
 from __future__ import annotations
 
@@ -8,31 +8,52 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 
-def account_for(raw: DataFrame, parts: dict[str, DataFrame]) -> tuple[bool, dict[str, int]]:
-    """Whether every raw image's path is in exactly one of `parts`, and the counts that say so.
+def reconcile(
+    raw: DataFrame, parts: dict[str, DataFrame], partitions: dict[str, tuple[str, ...]]
+) -> dict[str, dict[str, int]]:
+    """For each partition (a name and the parts that should split the raw files between them), its counts.
 
-    `missing`: raw images in no part; `unexpected`: part rows for no raw image;
-    `duplicated`: paths in more than one part, or twice in one.
+    `missing`: raw files in none of its parts; `unexpected`: part rows for no raw file;
+    `duplicated`: paths in more than one of its parts, or twice in one. Every part's
+    row count is given too. One Spark job: the join and every count in one aggregation.
     """
     tagged = reduce(
         DataFrame.unionByName, [frame.select("path", F.lit(name).alias("part")) for name, frame in parts.items()]
     )
-    per_path = tagged.groupBy("path").agg(
-        F.count("*").alias("times"), *(F.count_if(F.col("part") == name).alias(name) for name in parts)
+    per_path = tagged.groupBy("path").agg(*(F.count_if(F.col("part") == name).alias(name) for name in parts))
+    joined = raw.select("path", F.lit(True).alias("raw")).join(per_path, "path", "full_outer")
+    aggregates = [F.count_if(F.col("raw")).alias("raw_images")]
+    aggregates += [F.coalesce(F.sum(name), F.lit(0)).alias(name) for name in parts]
+    for check, names in partitions.items():
+        times = reduce(lambda a, b: a + b, [F.coalesce(F.col(n), F.lit(0)) for n in names])
+        aggregates += [
+            F.count_if(F.col("raw") & (times == 0)).alias(f"{check}.missing"),
+            F.count_if(F.col("raw").isNull() & (times > 0)).alias(f"{check}.unexpected"),
+            F.count_if(times > 1).alias(f"{check}.duplicated"),
+        ]
+    totals = joined.agg(*aggregates).first().asDict()
+    result = {}
+    for check, names in partitions.items():
+        counts = {"raw_images": totals["raw_images"], **{n: totals[n] for n in names}}
+        counts |= {k: totals[f"{check}.{k}"] for k in ("missing", "unexpected", "duplicated")}
+        result[check] = counts
+    return result
+
+
+def balanced(counts: dict[str, int], names: tuple[str, ...]) -> bool:
+    """Whether a partition's counts say every raw file is in exactly one of its parts."""
+    return (
+        counts["raw_images"] == sum(counts[n] for n in names)
+        and counts["missing"] == counts["unexpected"] == counts["duplicated"] == 0
     )
-    # One Spark job: the join and every count in a single aggregation.
-    counts = (
-        raw.select("path", F.lit(True).alias("raw"))
-        .join(per_path, "path", "full_outer")
-        .agg(
-            F.count_if(F.col("raw")).alias("raw_images"),
-            F.count_if(F.col("times").isNull()).alias("missing"),
-            F.count_if(F.col("raw").isNull()).alias("unexpected"),
-            F.count_if(F.col("times") > 1).alias("duplicated"),
-            *(F.coalesce(F.sum(name), F.lit(0)).alias(name) for name in parts),
-        )
-        .first()
-        .asDict()
+
+
+def label_conflicts(labeled: DataFrame, shown: int) -> tuple[int, list[dict]]:
+    """Images whose bytes (SHA-256) sit under more than one label: how many, and the first `shown`."""
+    per_hash = labeled.groupBy("content_hash").agg(
+        F.sort_array(F.collect_set("label")).alias("labels"), F.sort_array(F.collect_list("path")).alias("paths")
     )
-    balanced = counts["raw_images"] == sum(counts[name] for name in parts)
-    return balanced and counts["missing"] == counts["unexpected"] == counts["duplicated"] == 0, counts
+    conflicts = per_hash.filter(F.size("labels") > 1).orderBy("content_hash")
+    rows = conflicts.limit(shown).collect()
+    count = conflicts.count() if len(rows) == shown else len(rows)
+    return count, [{"content_hash": r["content_hash"], "labels": r["labels"], "paths": r["paths"][:10]} for r in rows]

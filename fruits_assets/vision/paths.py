@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 S3_SCHEMES = ("s3://", "s3a://")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")

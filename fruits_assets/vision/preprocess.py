@@ -8,7 +8,8 @@ Photos from the public come in every shape, so before that recipe:
   as every viewer shows it (Fruits-360 images carry none: the reference is unchanged);
 - transparency is flattened onto white, the background of every Fruits-360 image;
 - 16-bit and 32-bit channels are scaled to 8 bits, CMYK, grayscale and palettes become RGB;
-- the format is read from the bytes, whatever the extension says.
+- the format is read from the bytes, whatever the extension says: JPEG, PNG, WebP, GIF
+  and TIFF (their first frame), BMP, HEIF/HEIC (pillow-heif) and AVIF (Pillow's own).
 The image's size is read from its header and checked against a pixel limit
 before any pixel is decoded: decompression bombs never reach memory.
 """
@@ -20,13 +21,18 @@ import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
+from fruits_assets.vision.formats import cut_short, unsupported_kind
 from fruits_assets.vision.mobilenet import INPUT_SIZE
 from fruits_assets.vision.reasons import ImageRejected, Reason
 
-# Formats phones and cameras produce (a multi-picture JPEG opens as JPEG). Anything else,
-# including formats Pillow would hand to external programs, is not an image here.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+Image.init()  # every plugin Pillow has, before HEIF's is added: `open` then knows each accepted format
+register_heif_opener()  # HEIF and HEIC, what phones write; Pillow itself opens AVIF
+# Formats phones and cameras produce (a multi-picture JPEG opens as JPEG, its first picture). Anything
+# else, including formats Pillow would hand to external programs, is not decoded here.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
+DECODED = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF/HEIC or AVIF"
 DEFAULT_MAX_PIXELS = 50_000_000  # above a 48-megapixel phone photo, far below a bomb
 
 
@@ -45,9 +51,11 @@ def _checked_open(content: bytes, max_pixels: int | None) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(content), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError as exc:
-        raise ImageRejected(Reason.NOT_AN_IMAGE, f"not a {', '.join(ACCEPTED_FORMATS)} image") from exc
+        if kind := unsupported_kind(content):
+            raise ImageRejected(Reason.UNSUPPORTED_FORMAT, f"a {kind}, not a photo ({DECODED})") from exc
+        raise ImageRejected(Reason.NOT_AN_IMAGE, f"not a {DECODED} image, nor any known media") from exc
     except Exception as exc:  # noqa: BLE001 - a header the parser chokes on means unusable bytes
-        raise ImageRejected(_reason_of(exc), f"{type(exc).__name__}: {exc}") from exc
+        raise ImageRejected(_reason_of(exc, content), f"{type(exc).__name__}: {exc}") from exc
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         image.close()
@@ -69,9 +77,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _reason_of(exc: Exception) -> Reason:
+def _reason_of(exc: Exception, content: bytes) -> Reason:
     text = str(exc).lower()
-    return Reason.TRUNCATED if isinstance(exc, EOFError) or "truncated" in text else Reason.CORRUPT
+    truncated = isinstance(exc, EOFError) or "truncated" in text or cut_short(content)
+    return Reason.TRUNCATED if truncated else Reason.CORRUPT
 
 
 def decoded_rgb(content: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -86,7 +95,7 @@ def decoded_rgb(content: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
                 image.load()
                 return _to_rgb(image)
             except Exception as exc:  # noqa: BLE001 - any failure inside a decoder means unusable bytes
-                raise ImageRejected(_reason_of(exc), f"{type(exc).__name__}: {exc}") from exc
+                raise ImageRejected(_reason_of(exc, content), f"{type(exc).__name__}: {exc}") from exc
 
 
 def decode_resized(content: bytes, size: int = INPUT_SIZE, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
