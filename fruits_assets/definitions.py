@@ -19,15 +19,17 @@ from dagster import (
     load_assets_from_modules,
 )
 
-from fruits_assets.assets import features, images, pca
+from fruits_assets.assets import classification, features, images, pca
 from fruits_assets.assets.config import RUN_GUARD, RunGuard
 from fruits_assets.resources.emr import emr_step_launcher
 from fruits_assets.resources.io_managers import (
     CSV_IO_MANAGER,
     DELTA_IO_MANAGER,
+    FILES_IO_MANAGER,
     JSON_IO_MANAGER,
     MODEL_IO_MANAGER,
     DeltaIOManager,
+    FilesIOManager,
     JsonIOManager,
     SparkCsvIOManager,
     SparkMLModelIOManager,
@@ -40,7 +42,7 @@ from fruits_assets.resources.tables import TABLES, DeltaTables
 from fruits_assets.settings import Settings
 from fruits_assets.spark.config import app_config, cluster_config, jars_config, local_config, s3a_config
 
-ASSET_MODULES = [images, features, pca]
+ASSET_MODULES = [images, features, pca, classification]
 NO_STEP_LAUNCHER = ResourceDefinition.none_resource(description="Every step runs in the run's own process.")
 
 
@@ -91,7 +93,7 @@ def build_defs(settings: Settings) -> Definitions:
     """The whole graph, reading and storing where `settings` say, on their deployment's resources."""
     resources = RESOURCES_BY_DEPLOYMENT[settings.deployment](settings)
     pyspark = resources[PYSPARK]
-    locations = DataLocations(images=settings.images, storage=settings.storage)
+    locations = DataLocations(images=settings.images, storage=settings.storage, kms_key_id=settings.kms_key_id)
     s3 = EncryptedS3Resource(
         kms_key_id=settings.kms_key_id, region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
     )
@@ -110,7 +112,8 @@ def build_defs(settings: Settings) -> Definitions:
             DELTA_IO_MANAGER: DeltaIOManager(tables=tables),
             CSV_IO_MANAGER: SparkCsvIOManager(locations=locations, pyspark=pyspark),
             MODEL_IO_MANAGER: SparkMLModelIOManager(models=models),
-            JSON_IO_MANAGER: JsonIOManager(locations=locations, pyspark=pyspark),
+            JSON_IO_MANAGER: JsonIOManager(locations=locations),
+            FILES_IO_MANAGER: FilesIOManager(locations=locations),
         },
         # One process runs every step, so one Spark session (one JVM) serves the whole run.
         executor=in_process_executor,

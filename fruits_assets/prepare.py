@@ -35,19 +35,10 @@ from fruits_assets.spark.config import (
     local_config,
     packages,
 )
-from fruits_assets.vision.engines import MODEL_DIR, litert_model_path, model_recipe
+from fruits_assets.vision.engines import MODEL_DIR, convert_to_litert, litert_model_path, model_recipe
 
 STEPS = ("litert", "jars", "class-archive")
 SAMPLE_LABELS = ("Apple Red 1", "Banana 1")
-
-
-def convert_to_litert(model) -> bytes:
-    """Convert a Keras model to a LiteRT flatbuffer (weights frozen in, float32)."""
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as saved_model:
-        model.export(saved_model, format="tf_saved_model", verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
 
 
 def prepare_litert_model(model_dir: Path = MODEL_DIR) -> Path:

@@ -135,6 +135,11 @@ class Settings:
             )
 
 
+def storage_from_environment(environ: Mapping[str, str] = os.environ) -> str:
+    """The storage root alone (`FRUITS_STORAGE`, or its default): what `fruits identify` reads from."""
+    return environ.get("FRUITS_STORAGE") or DEFAULT_STORAGE
+
+
 def _name_of(field_name: str) -> str:
     return next(f.metadata["env"] for f in fields(Settings) if f.name == field_name)
 

@@ -47,7 +47,22 @@ class PCAConfig(Config):
     )
 
 
-OP_CONFIGS: dict[str, type[Config]] = {"screen_and_featurize": IngestConfig, "pca_model": PCAConfig}
+class ClassifierConfig(Config):
+    accuracy_floor: float = Field(
+        default=0.95, gt=0, le=1, description="The test accuracy the check `test_accuracy_reaches_floor` asks for."
+    )
+    holdout_share: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of each label held out for testing when the tree has no splits."
+    )
+    seed: int = Field(default=0, description="Seed of the hold-out when the tree has no Training/Test splits.")
+    reg_param: float = Field(default=1e-3, ge=0, description="L2 regularization of the logistic regression.")
+
+
+OP_CONFIGS: dict[str, type[Config]] = {
+    "screen_and_featurize": IngestConfig,
+    "pca_model": PCAConfig,
+    "fruit_classifier": ClassifierConfig,
+}
 
 
 def check_run_config(run_config: dict[str, Any]) -> None:

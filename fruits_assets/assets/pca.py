@@ -27,11 +27,12 @@ from fruits_assets.resources.models import FittedModel, ModelStore
 from fruits_assets.resources.spark_resource import SparkResource
 from fruits_assets.resources.tables import DeltaTables
 from fruits_assets.spark.delta import Replacement
-from fruits_assets.spark.moments import change_moments, moments_of
+from fruits_assets.spark.moments import Moments, change_moments, moments_of
 from fruits_assets.spark.pca import ID_COLUMNS, explained_variance, fit_pca, pca_k, project
 from fruits_assets.spark.progress import job_description
 
 FEATURES, MODEL, PROJECTED = "mobilenet_features", "pca_model", "pca_features"
+MOMENTS = "moments.npz"
 CSV_DECIMALS = 6  # beyond float32 features' precision, and far above run-to-run rounding noise
 SCATTER_POINTS = 5000  # a sample is enough to see the clusters, whatever the number of images
 
@@ -60,7 +61,8 @@ def pca_model(
     """
     spark = pyspark.spark_session
     version = tables.version(FEATURES)
-    previous = models.moments(MODEL)
+    kept = models.file(MODEL, MOMENTS)
+    previous = Moments.from_bytes(kept) if kept is not None else None
     with job_description(spark, "pca_model: the features' moments"):
         if previous is not None and previous.version == version:
             moments, source = previous, "unchanged"
@@ -77,7 +79,7 @@ def pca_model(
     plot = explained_variance_png(spectrum, pca_k(model), config.variance_target if config.k is None else None)
     fitted_from = {"features_version": version, "k": config.k, "variance_target": config.variance_target}
     yield Output(
-        FittedModel(model, moments, fitted_from),
+        FittedModel(model, fitted_from, {MOMENTS: moments.to_bytes()}),
         metadata={
             "explained_variance_plot": MetadataValue.md(markdown_image(plot, "explained variance")),
             "k": pca_k(model),

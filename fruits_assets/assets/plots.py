@@ -53,3 +53,20 @@ def pc_scatter_png(pc1: Sequence[float], pc2: Sequence[float], labels: Sequence[
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown that shows a PNG inline (Dagster renders data URIs in markdown metadata)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def confusion_matrix_png(confusion: np.ndarray, labels: Sequence[str]) -> bytes:
+    """Test images by true class (rows) and predicted class (columns), counts written in each cell."""
+    size = max(5.0, 0.45 * len(labels) + 2)
+    figure, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion, cmap="Blues")
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=90, fontsize="small")
+    ax.set_yticks(ticks, labels, fontsize="small")
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix on the test images")
+    top = confusion.max() if confusion.size else 0
+    for i, j in np.ndindex(confusion.shape):
+        if confusion[i, j]:
+            colour = "white" if confusion[i, j] > top / 2 else "black"
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize="x-small", color=colour)
+    return _png(figure)

@@ -20,7 +20,7 @@ from fruits_assets.resources.spark_resource import SparkResource
 from fruits_assets.resources.tables import DeltaTables
 from fruits_assets.spark import delta
 from fruits_assets.spark.delta import Changes, Replacement
-from fruits_assets.spark.files import read_bytes, write_bytes, write_single_csv
+from fruits_assets.spark.files import write_single_csv
 from fruits_assets.spark.preview import preview_markdown
 from fruits_assets.spark.progress import job_description
 
@@ -28,6 +28,7 @@ DELTA_IO_MANAGER = "delta_io_manager"
 MODEL_IO_MANAGER = "spark_ml_io_manager"
 CSV_IO_MANAGER = "spark_csv_io_manager"
 JSON_IO_MANAGER = "json_io_manager"
+FILES_IO_MANAGER = "files_io_manager"
 
 
 def asset_name(context: OutputContext | InputContext) -> str:
@@ -102,14 +103,14 @@ class SparkCsvIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: Replacement) -> None:
         spark, path = self.pyspark.spark_session, csv_path(self.locations, asset_name(context))
-        source = read_bytes(spark, f"{path}.json")
+        source = self.locations.read(f"{path}.json")
         if obj.rows is None or (source is not None and json.loads(source) == obj.made_from):
             context.add_output_metadata({"path": path, "unchanged": True, **obj.made_from})
             return
         rows = Observation(f"{asset_name(context)} rows")
         with job_description(spark, f"{asset_name(context)}: write CSV"):
             write_single_csv(spark, obj.rows.observe(rows, F.count(F.lit(1)).alias("rows")), path)
-            write_bytes(spark, f"{path}.json", json.dumps(obj.made_from).encode())
+            self.locations.write(f"{path}.json", json.dumps(obj.made_from).encode())
         context.add_output_metadata({"path": path, "rows": rows.get["rows"], "unchanged": False, **obj.made_from})
 
     def load_input(self, context: InputContext) -> DataFrame:
@@ -135,24 +136,41 @@ class SparkMLModelIOManager(ConfigurableIOManager):
 class JsonIOManager(ConfigurableIOManager):
     """A small Python value (plain data) as `<storage>/<asset name>.json`, readable by anyone, never unpickled.
 
-    Written as one file through the session's file system: renamed into place on a
-    file system, one PUT on S3, encrypted as every other object.
+    Written whole: renamed into place on a file system, one PUT on S3, encrypted as
+    every other object.
     """
 
     locations: ResourceDependency[DataLocations]
-    pyspark: ResourceDependency[SparkResource]
 
     def path_for(self, context: OutputContext | InputContext) -> str:
         return self.locations.path_of(asset_name(context) + ".json")
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         path = self.path_for(context)
-        text = json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=True)
-        write_bytes(self.pyspark.spark_session, path, text.encode())
+        self.locations.write(path, json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=True).encode())
         context.add_output_metadata({"path": path})
 
     def load_input(self, context: InputContext) -> Any:
-        data = read_bytes(self.pyspark.spark_session, self.path_for(context))
+        data = self.locations.read(self.path_for(context))
         if data is None:
             raise FileNotFoundError(f"no {self.path_for(context)}: materialize {asset_name(context)} first")
         return json.loads(data)
+
+
+class FilesIOManager(ConfigurableIOManager):
+    """An asset that is a few files (`{name: bytes}`), as `<storage>/<asset name>/<name>`, each written whole.
+
+    No Spark: the files are written where the asset runs, encrypted on S3.
+    """
+
+    locations: ResourceDependency[DataLocations]
+
+    def handle_output(self, context: OutputContext, obj: dict[str, bytes]) -> None:
+        folder = self.locations.path_of(asset_name(context))
+        for name, data in obj.items():
+            self.locations.write(f"{folder}/{name}", data)
+        context.add_output_metadata({"path": folder, "files": MetadataValue.json(sorted(obj))})
+
+    def load_input(self, context: InputContext) -> dict[str, bytes]:
+        folder = self.locations.path_of(asset_name(context))
+        return {name: self.locations.read(f"{folder}/{name}") for name in self.locations.names(folder)}

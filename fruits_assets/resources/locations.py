@@ -1,7 +1,9 @@
-"""Where the images are read from and where every asset is stored."""
+"""Where the images are read from, where every asset is stored, and how small files there are written."""
 
 from dagster import ConfigurableResource
+from pydantic import Field
 
+from fruits_assets.vision import storage
 from fruits_assets.vision.paths import absolute_location
 
 LOCATIONS = "locations"
@@ -11,11 +13,13 @@ class DataLocations(ConfigurableResource):
     """The images root (`FRUITS_IMAGES`) and the storage root (`FRUITS_STORAGE`), as the settings hold them.
 
     Assets are stored under the storage root by name: `mobilenet_features/`,
-    `pca_model/`, `pca_features.csv`, …
+    `pca_model/`, `pca_features.csv`, … Small files there are read and written whole
+    (`read`, `write`), encrypted on S3 with `kms_key_id` (SSE-KMS) or SSE-S3.
     """
 
     images: str
     storage: str
+    kms_key_id: str | None = Field(default=None, description="A KMS key for SSE-KMS; SSE-S3 without one.")
 
     @property
     def images_root(self) -> str:
@@ -27,3 +31,15 @@ class DataLocations(ConfigurableResource):
 
     def path_of(self, name: str) -> str:
         return f"{self.storage_root}/{name}"
+
+    def read(self, path: str) -> bytes | None:
+        return storage.read_bytes(path)
+
+    def write(self, path: str, data: bytes) -> None:
+        storage.write_bytes(path, data, self.kms_key_id)
+
+    def names(self, folder: str) -> list[str]:
+        return storage.names(folder)
+
+    def remove(self, path: str) -> None:
+        storage.remove(path)

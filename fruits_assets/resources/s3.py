@@ -5,15 +5,10 @@ from typing import Any
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from fruits_assets.vision.storage import encryption_params
+
 # The S3 calls that create an object; each must ask for server-side encryption.
 WRITE_OPERATIONS = ("PutObject", "CreateMultipartUpload", "CopyObject")
-
-
-def encryption_params(kms_key_id: str | None) -> dict[str, str]:
-    """S3's request parameters for SSE-S3, or for SSE-KMS with `kms_key_id`: the same choice S3A makes."""
-    if kms_key_id:
-        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}
-    return {"ServerSideEncryption": "AES256"}
 
 
 def register_encryption(events: Any, kms_key_id: str | None) -> None:

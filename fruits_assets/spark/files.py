@@ -12,8 +12,6 @@ a given storage root.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 from collections.abc import Callable
 
@@ -104,43 +102,3 @@ def write_single_csv(spark: SparkSession, rows: DataFrame, dest: str) -> None:
         fs.delete(folder_path, True)
 
     replace_atomically(spark, dest, write)
-
-
-def write_bytes(spark: SparkSession, path: str, data: bytes) -> None:
-    """One small file, replaced atomically: a local file by a rename over it, an object by one PUT."""
-    fs, hpath = _hadoop_fs(spark, path)
-    if fs.getScheme() == "file":
-        local = hpath.toUri().getPath()
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=os.path.dirname(local), prefix=".tmp-", delete=False) as file:
-            file.write(data)
-        os.replace(file.name, local)
-        return
-    stream = fs.create(hpath, True)  # an object store makes the object visible, whole, when the stream closes
-    try:
-        stream.write(bytearray(data))
-    finally:
-        stream.close()
-
-
-def read_bytes(spark: SparkSession, path: str) -> bytes | None:
-    """A small file's bytes, or None when there is none."""
-    fs, hpath = _hadoop_fs(spark, path)
-    if not fs.exists(hpath):
-        return None
-    stream = fs.open(hpath)
-    try:
-        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
-    finally:
-        stream.close()
-
-
-def list_names(spark: SparkSession, folder: str) -> list[str]:
-    """The names directly in `folder` (empty when it does not exist)."""
-    fs, hpath = _hadoop_fs(spark, folder)
-    return [s.getPath().getName() for s in fs.listStatus(hpath)] if fs.exists(hpath) else []
-
-
-def delete(spark: SparkSession, path: str) -> None:
-    fs, hpath = _hadoop_fs(spark, path)
-    fs.delete(hpath, True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Literal, Protocol, get_args
@@ -98,6 +99,16 @@ class LiteRTEngine:
 def keras_weights() -> list[np.ndarray]:
     """The port's weights in `get_weights()` order, from the verified checkpoint."""
     return mobilenet_v2_from_torch(load_state_dict()).get_weights()
+
+
+def convert_to_litert(model) -> bytes:
+    """A Keras model as a LiteRT flatbuffer (weights frozen in, float32); needs TensorFlow."""
+    _require_tensorflow()
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as saved_model:
+        model.export(saved_model, format="tf_saved_model", verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
 
 
 def model_recipe() -> dict[str, object]:

@@ -1,0 +1,84 @@
+"""The phone's model: one LiteRT flatbuffer from RGB pixels to class probabilities, and what runs it.
+
+Inside, in order: ImageNet's normalization and MobileNetV2 (the Keras port, the same
+weights as the pipeline's), the scaler and PCA folded into one dense layer, and the
+logistic regression as a dense layer and a softmax. What the app computes is what the
+pipeline's models compute, to float32 precision.
+
+Input: one float32 tensor [n, 224, 224, 3], RGB values 0..255 (the image decoded,
+turned upright by its EXIF orientation, flattened onto white, resized to 224x224
+bilinear). Output: float32 [n, classes], the probabilities in class id order (the
+labels' order in `labels.json`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from fruits_assets.vision.mobilenet import INPUT_SIZE, mobilenet_v2_from_torch
+from fruits_assets.vision.weights import load_state_dict
+
+MODEL_FILE, LABELS_FILE = "fruits_classifier.tflite", "labels.json"
+
+
+def reduction_layer_weights(mean: np.ndarray, std: np.ndarray, components: np.ndarray) -> list[np.ndarray]:
+    """The scaler then the PCA as one affine map x -> x W + b: ((x - mean) * scale) @ C, scale 0 where std is 0."""
+    scale = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
+    weights = scale[:, None] * components
+    return [weights.astype(np.float32), (-(mean * scale) @ components).astype(np.float32)]
+
+
+def build_phone_model(arrays: dict[str, np.ndarray]):
+    """The whole chain in Keras, from `parameters.npz`'s arrays (mean, std, components, coefficients, intercepts)."""
+    import keras
+    from keras import layers
+
+    base = mobilenet_v2_from_torch(load_state_dict(), include_top=False)
+    k, classes = arrays["components"].shape[1], arrays["coefficients"].shape[0]
+    reduce = layers.Dense(k, name="scaler_and_pca")
+    score = layers.Dense(classes, name="logistic_regression")
+    probabilities = layers.Softmax(name="probabilities")(score(reduce(base.output)))
+    model = keras.Model(base.input, probabilities, name="fruits_classifier")
+    reduce.set_weights(reduction_layer_weights(arrays["mean"], arrays["std"], arrays["components"]))
+    score.set_weights([arrays["coefficients"].T.astype(np.float32), arrays["intercepts"].astype(np.float32)])
+    return model
+
+
+def labels_json(labels: list[str]) -> bytes:
+    return json.dumps(
+        {"labels": labels, "input": [1, INPUT_SIZE, INPUT_SIZE, 3]}, ensure_ascii=False, indent=1
+    ).encode()
+
+
+@dataclass
+class PhoneModel:
+    """The flatbuffer run by LiteRT, as the app runs it; `classify` gives each image's probabilities."""
+
+    flatbuffer: bytes
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_content=self.flatbuffer, num_threads=1)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._interpreter.allocate_tensors()
+
+    @classmethod
+    def from_files(cls, flatbuffer: bytes, labels: bytes) -> PhoneModel:
+        return cls(flatbuffer, json.loads(labels)["labels"])
+
+    def classify(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities, [classes] float32, of one 224x224x3 uint8 RGB image."""
+        self._interpreter.set_tensor(self._input, pixels[None].astype(np.float32))
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output)[0].copy()
+
+    def top(self, pixels: np.ndarray, n: int = 3) -> list[tuple[str, float]]:
+        probabilities = self.classify(pixels)
+        best = np.argsort(probabilities)[::-1][:n]
+        return [(self.labels[i], float(probabilities[i])) for i in best]
