@@ -43,6 +43,8 @@ from fruits_assets.settings import Settings
 from fruits_assets.spark.config import app_config, cluster_config, jars_config, local_config, s3a_config
 
 ASSET_MODULES = [images, features, pca, classification]
+# The feature pipeline, images to the CSV, without the classifier and the phone's model (`--select` syntax).
+FEATURE_PIPELINE = "group:images or group:features or group:reduction"
 NO_STEP_LAUNCHER = ResourceDefinition.none_resource(description="Every step runs in the run's own process.")
 
 

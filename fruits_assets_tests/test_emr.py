@@ -48,9 +48,16 @@ from .conftest import (
 PROJECT = Path(__file__).resolve().parents[1]
 RELEASE = PROJECT / "build" / "release"
 BUCKET, REGION = "fruits", "eu-west-3"
-COLORS = {"Test/Apple Red 1": (200, 20, 30), "Test/Banana 1": (240, 220, 40), "Training/Kiwi 1": (120, 100, 40)}
+COLORS = {
+    f"{split}/{label}": color
+    for split in ("Training", "Test")
+    for label, color in (("Apple Red 1", (200, 20, 30)), ("Banana 1", (240, 220, 40)), ("Kiwi 1", (120, 100, 40)))
+}
 NODE_PREFIX = "/opt/fruits"  # where bootstrap/configurations.json expects the bootstrapped Python
-STEPS = 4  # raw_images, screen_and_featurize (four assets), pca_model, project_features (two); checks inside
+# raw_images, screen_and_featurize (four assets), pca_model, project_features (two), fruit_classifier; the checks
+# run inside them; phone_model runs on the orchestrating host, where TensorFlow is
+STEPS = 5
+IMAGES = 4 * len(COLORS)
 
 
 def _render_configurations(kms_key: str) -> list[dict]:
@@ -298,10 +305,10 @@ def test_every_asset_and_check_ran_as_its_own_emr_step(emr_run):
         assert "--py-files" in args and args[-3].endswith("emr_step.py")
     [run] = [r for r in emr_run["instance"].get_runs()]
     checks = emr_run["instance"].all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-    assert len(checks) == 7 and all(c.dagster_event.event_specific_data.passed for c in checks)
+    assert len(checks) == 8 and all(c.dagster_event.event_specific_data.passed for c in checks)
     for asset in ("raw_images", "labeled_images", "rejected_images", "class_index", "mobilenet_features"):
         assert emr_run["instance"].get_latest_materialization_event(AssetKey(asset)) is not None
-    for asset in ("pca_model", "pca_features", "pca_features_csv"):
+    for asset in ("pca_model", "pca_features", "pca_features_csv", "fruit_classifier", "phone_model"):
         assert emr_run["instance"].get_latest_materialization_event(AssetKey(asset)) is not None
 
 
@@ -318,12 +325,12 @@ def test_steps_ran_on_the_bootstrapped_environment_which_has_neither_tensorflow_
 def test_the_outputs_on_s3_match_a_local_run_on_the_same_images(emr_run, aws):
     s3 = emr_run["s3"]
     on_emr, local = _table(aws, "out/mobilenet_features"), _table(aws, "local-out/mobilenet_features")
-    assert sorted(on_emr["path"]) == sorted(local["path"]) and len(on_emr) == 12
+    assert sorted(on_emr["path"]) == sorted(local["path"]) and len(on_emr) == IMAGES
     emr_features = dict(zip(on_emr["path"], on_emr["features"], strict=True))
     assert max(np.abs(emr_features[p] - f).max() for p, f in zip(local["path"], local["features"], strict=True)) <= 1e-3
     csv = s3.get_object(Bucket=BUCKET, Key="out/pca_features.csv")["Body"].read()
     assert csv == s3.get_object(Bucket=BUCKET, Key="local-out/pca_features.csv")["Body"].read()
-    assert csv.count(b"\n") == 13
+    assert csv.count(b"\n") == IMAGES + 1
     rejected = _table(aws, "out/rejected_images")
     assert rejected["reason"].tolist() == ["not_an_image"]
     class_index = json.loads(s3.get_object(Bucket=BUCKET, Key="out/class_index.json")["Body"].read())

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fruits_assets.definitions import FEATURE_PIPELINE
+
 from .conftest import materialize_command, table, write_tree
 
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40)}
@@ -19,7 +21,7 @@ def start(root: Path, storage: Path, home: Path, log: Path, engine: str = "liter
     config = {"ops": {"screen_and_featurize": {"config": {"engine": engine}}}}
     with log.open("w") as out:
         return subprocess.Popen(
-            [*materialize_command(), "--config-json", json.dumps(config)],
+            [*materialize_command(FEATURE_PIPELINE), "--config-json", json.dumps(config)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -26,6 +26,7 @@ CHECKS = {
     "labels_agree",
     "explained_variance_reaches_target",
     "csv_has_k_components",
+    "test_accuracy_reaches_floor",
 }
 
 
@@ -46,6 +47,11 @@ def test_checks_run_in_their_steps_pass_and_a_hand_picked_k_only_warns(run):
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == CHECKS
     variance = evaluations.pop("explained_variance_reaches_target")
+    # Three components of 14 synthetic images: whatever the accuracy, the check says it against its floor.
+    accuracy = evaluations.pop("test_accuracy_reaches_floor")
+    figures = {k: v.value for k, v in accuracy.metadata.items()}
+    assert figures["floor"] == 0.95 and accuracy.passed == (figures["test_accuracy"] >= 0.95)
+    assert 0 < figures["test_accuracy"] <= 1 and 0 < figures["macro_f1"] <= 1
     assert all(e.passed for e in evaluations.values())
     # k=3 was configured: falling short of the 0.90 target is reported as a warning, not hidden.
     total = variance.metadata["explained_variance_total"].value
@@ -54,7 +60,14 @@ def test_checks_run_in_their_steps_pass_and_a_hand_picked_k_only_warns(run):
     # The same bytes under two labels (UPPER.JPG is a copy of an apple under the same label): no conflict.
     assert evaluations["labels_agree"].metadata["images_with_conflicting_labels"].value == 0
     steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
-    assert steps == {"raw_images", "screen_and_featurize", "pca_model", "project_features"}  # checks run inside
+    assert steps == {
+        "raw_images",
+        "screen_and_featurize",
+        "pca_model",
+        "project_features",
+        "fruit_classifier",
+        "phone_model",
+    }  # checks run inside their steps
 
 
 def test_ui_metadata_has_plots_previews_versions_and_throughput(run):

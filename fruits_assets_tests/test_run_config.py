@@ -20,6 +20,9 @@ from .conftest import run_graph, write_tree
         ("screen_and_featurize", {"arrow_batch_size": -1}, "ops.screen_and_featurize.config.arrow_batch_size"),
         ("screen_and_featurize", {"engine": "onnx"}, "ops.screen_and_featurize.config.engine"),
         ("screen_and_featurize", {"max_pixels": 0}, "ops.screen_and_featurize.config.max_pixels"),
+        ("fruit_classifier", {"accuracy_floor": 1.2}, "ops.fruit_classifier.config.accuracy_floor"),
+        ("fruit_classifier", {"holdout_share": 1}, "ops.fruit_classifier.config.holdout_share"),
+        ("fruit_classifier", {"reg_param": -1}, "ops.fruit_classifier.config.reg_param"),
         ("mobilenet_features", {"engine": "litert"}, "ops.mobilenet_features: no op of that name takes config"),
     ],
 )
@@ -32,7 +35,7 @@ def test_each_bad_value_is_named_with_its_path(op, config, named):
 def test_good_and_default_config_passes():
     check_run_config({})
     check_run_config({"ops": {"pca_model": {"config": {"k": 1280}}, "screen_and_featurize": {"config": {}}}})
-    assert set(OP_CONFIGS) == {"screen_and_featurize", "pca_model"}
+    assert set(OP_CONFIGS) == {"screen_and_featurize", "pca_model", "fruit_classifier"}
 
 
 def test_an_engine_typo_is_refused_at_launch_naming_the_engines(tmp_path):

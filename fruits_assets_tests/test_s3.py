@@ -158,6 +158,8 @@ def test_outputs_keep_the_local_layout_under_the_storage_prefix(materialized):
         "pca_features.csv",
         "pca_features.csv.json",
         "class_index.json",  # the run's lock object is gone with the run
+        "fruit_classifier",
+        "phone_model",
     }
     class_index = json.loads(_read(s3, "out/class_index.json"))
     labels = sorted({folder.split("/")[-1] for folder in IMAGES} | {"Plum 1"})
