@@ -94,16 +94,21 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
-def fruit_jpeg(color: tuple[int, int, int], seed: int = 0, size: int = 100, fmt: str = "JPEG") -> bytes:
-    """A fruit-like test image: a coloured disc with some texture on white, encoded as `fmt`."""
+def fruit_image(color: tuple[int, int, int], seed: int = 0, size: int = 100) -> Image.Image:
+    """A fruit-like test image: a coloured disc with some texture on white."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.4) ** 2
     pixels = np.full((size, size, 3), 255, dtype=np.uint8)
     noise = rng.integers(-30, 30, size=(size, size, 3))
     pixels[disc] = np.clip(np.array(color) + noise[disc], 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def fruit_jpeg(color: tuple[int, int, int], seed: int = 0, size: int = 100, fmt: str = "JPEG") -> bytes:
+    """`fruit_image` encoded as `fmt`."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt)
+    fruit_image(color, seed, size).save(buffer, format=fmt)
     return buffer.getvalue()
 
 

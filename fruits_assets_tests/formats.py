@@ -8,6 +8,8 @@ from pillow_heif import register_heif_opener
 
 from fruits_assets.vision.reasons import Reason
 
+from .conftest import fruit_image
+
 register_heif_opener()
 
 PHOTO_FORMATS = {
@@ -22,14 +24,8 @@ PHOTO_FORMATS = {
 }
 
 
-def fruit(color: tuple[int, int, int], seed: int, size: int = 120) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.4) ** 2
-    pixels = np.full((size, size, 3), 255, dtype=np.uint8)
-    noise = rng.integers(-30, 30, size=(size, size, 3))
-    pixels[disc] = np.clip(np.array(color) + noise[disc], 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels)
+def fruit(color: tuple[int, int, int], seed: int) -> Image.Image:
+    return fruit_image(color, seed, size=120)
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
