@@ -22,7 +22,15 @@ from fruits_assets.vision.preprocess import decode_resized
 from fruits_assets.vision.reasons import ImageRejected
 from fruits_assets.vision.storage import read_bytes
 
-NOT_FOUND, BAD_PHOTO, NO_MODEL = "no such file", 1, 2
+NOT_FOUND = "no such file"
+BAD_PHOTO, NO_MODEL = 1, 2  # exit statuses; argparse's own usage errors exit 2 too
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def load(storage: str) -> PhoneModel:
@@ -40,7 +48,7 @@ def identify(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="fruits identify", description=__doc__.split("\n\n")[0])
     parser.add_argument("photos", nargs="+", metavar="PHOTO")
     parser.add_argument("--storage", default=None, help="the storage root (default: FRUITS_STORAGE)")
-    parser.add_argument("--top", type=int, default=3, help="how many labels to show (default 3)")
+    parser.add_argument("--top", type=positive_int, default=3, help="how many labels to show (default 3)")
     args = parser.parse_args(argv)
     storage = args.storage or storage_from_environment()
     began = time.perf_counter()

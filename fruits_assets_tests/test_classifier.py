@@ -129,3 +129,5 @@ def test_fruits_identify_names_the_fruit_and_says_clearly_what_it_cannot(trained
 
     usage = subprocess.run([str(FRUITS)], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "usage: fruits identify" in usage.stderr
+    top = _identify("--storage", str(storage), "--top", "0", str(photo))
+    assert top.returncode == 2 and "--top: must be 1 or more, not 0" in top.stderr
