@@ -24,7 +24,7 @@ from fruits_assets.assets.config import ClassifierConfig, RunGuard
 from fruits_assets.assets.plots import confusion_matrix_png, markdown_image
 from fruits_assets.resources.io_managers import FILES_IO_MANAGER, MODEL_IO_MANAGER
 from fruits_assets.resources.locations import DataLocations
-from fruits_assets.resources.models import CURRENT, FittedModel, ModelStore
+from fruits_assets.resources.models import FittedModel, ModelStore
 from fruits_assets.resources.spark_resource import SparkResource
 from fruits_assets.resources.tables import DeltaTables
 from fruits_assets.spark.classifier import Evaluation, evaluate, fit_classifier, parameters, train_test, with_class
@@ -139,22 +139,23 @@ def _train(pyspark, tables, models, config, class_index, labels) -> tuple:
 
 
 @asset(io_manager_key=FILES_IO_MANAGER, group_name="classification", kinds={"tensorflow", "tflite"}, deps=[CLASSIFIER])
-def phone_model(context: AssetExecutionContext, locations: DataLocations, run_guard: RunGuard) -> dict[str, bytes]:
+def phone_model(
+    context: AssetExecutionContext, locations: DataLocations, models: ModelStore, run_guard: RunGuard
+) -> dict[str, bytes]:
     """`fruits_classifier.tflite` and `labels.json`: one LiteRT model from RGB pixels to class probabilities.
 
     Normalization, MobileNetV2, the scaler, the PCA and the classifier, in one graph
     converted from Keras, built from the classifier's parameters (no Spark: it runs
     where TensorFlow is, the orchestrating host on EMR). `fruits identify` runs it.
     """
-    root, folder = locations.path_of(CLASSIFIER), locations.path_of(context.asset_key.to_user_string())
-    current = locations.read(f"{root}/{CURRENT}")
-    if current is None:
+    folder, classifier = locations.path_of(context.asset_key.to_user_string()), models.current_folder(CLASSIFIER)
+    if classifier is None:
         raise FileNotFoundError(f"no {CLASSIFIER} under {locations.storage_root}: materialize it first")
-    made_from = json.dumps({CLASSIFIER: json.loads(current)["folder"]}).encode()
+    made_from = json.dumps({CLASSIFIER: classifier}).encode()
     if locations.read(f"{folder}/{MADE_FROM}") == made_from:  # built from this very classifier already
         context.add_output_metadata({"unchanged": True})
         return {name: locations.read(f"{folder}/{name}") for name in (MODEL_FILE, LABELS_FILE, MADE_FROM)}
-    with np.load(io.BytesIO(locations.read(f"{root}/{json.loads(current)['folder']}/{PARAMETERS}"))) as saved:
+    with np.load(io.BytesIO(models.file(CLASSIFIER, PARAMETERS))) as saved:
         arrays = {name: saved[name] for name in saved.files}
     labels = [str(label) for label in arrays["labels"]]
     flatbuffer = convert_to_litert(build_phone_model(arrays))
