@@ -20,7 +20,7 @@ from fruits_assets.vision.paths import absolute_location
 from fruits_assets.vision.phone import LABELS_FILE, MODEL_FILE, PhoneModel
 from fruits_assets.vision.preprocess import decode_resized
 from fruits_assets.vision.reasons import ImageRejected
-from fruits_assets.vision.storage import read_bytes
+from fruits_assets.vision.storage import current_files
 
 NOT_FOUND = "no such file"
 BAD_PHOTO, NO_MODEL = 1, 2  # exit statuses; argparse's own usage errors exit 2 too
@@ -34,14 +34,13 @@ def positive_int(text: str) -> int:
 
 
 def load(storage: str) -> PhoneModel:
-    folder = f"{absolute_location(storage)}/phone_model"
-    flatbuffer, labels = read_bytes(f"{folder}/{MODEL_FILE}"), read_bytes(f"{folder}/{LABELS_FILE}")
-    if flatbuffer is None or labels is None:
+    files = current_files(f"{absolute_location(storage)}/phone_model", (MODEL_FILE, LABELS_FILE))
+    if files is None:
         raise FileNotFoundError(
             f"no trained classifier under {storage}: materialize fruit_classifier and phone_model first "
             "(dagster asset materialize -m fruits_assets.definitions --select '*')"
         )
-    return PhoneModel.from_files(flatbuffer, labels)
+    return PhoneModel.from_files(files[MODEL_FILE], files[LABELS_FILE])
 
 
 def identify(argv: list[str]) -> int:

@@ -20,18 +20,18 @@ from dagster import (
 )
 
 from fruits_assets.assets import classification, features, images, pca
-from fruits_assets.assets.config import RUN_GUARD, RunGuard
+from fruits_assets.assets.config import RunGuard
+from fruits_assets.resources.csv_files import CSV_FILES, CsvFiles
 from fruits_assets.resources.emr import emr_step_launcher
+from fruits_assets.resources.guard import GUARD
 from fruits_assets.resources.io_managers import (
     CSV_IO_MANAGER,
     DELTA_IO_MANAGER,
-    FILES_IO_MANAGER,
     JSON_IO_MANAGER,
     MODEL_IO_MANAGER,
+    CsvIOManager,
     DeltaIOManager,
-    FilesIOManager,
     JsonIOManager,
-    SparkCsvIOManager,
     SparkMLModelIOManager,
 )
 from fruits_assets.resources.locations import LOCATIONS, DataLocations
@@ -95,14 +95,28 @@ def build_defs(settings: Settings) -> Definitions:
     """The whole graph, reading and storing where `settings` say, on their deployment's resources."""
     resources = RESOURCES_BY_DEPLOYMENT[settings.deployment](settings)
     pyspark = resources[PYSPARK]
-    locations = DataLocations(images=settings.images, storage=settings.storage, kms_key_id=settings.kms_key_id)
+    locations = DataLocations(
+        images=settings.images,
+        storage=settings.storage,
+        kms_key_id=settings.kms_key_id,
+        aws_endpoint_url=settings.aws_endpoint_url,
+        aws_region=settings.aws_region,
+    )
     s3 = EncryptedS3Resource(
         kms_key_id=settings.kms_key_id, region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
     )
-    tables = DeltaTables(locations=locations, pyspark=pyspark)
-    models = ModelStore(locations=locations, pyspark=pyspark)
-    # Inside a step on EMR the orchestrating run holds the storage root's lock.
-    guard = RunGuard(storage=settings.storage, s3=s3, lock=not settings.inside_spark_submit)
+    # Inside a step on EMR the orchestrating run holds the storage root's lock; the step checks it is still held.
+    guard = RunGuard(
+        locations=locations,
+        s3=s3,
+        holds_lock=not settings.inside_spark_submit,
+        renew_seconds=settings.lock_renew_seconds,
+        stale_seconds=settings.lock_stale_seconds,
+        pause_after_commit=settings.pause_after_commit,
+    )
+    tables = DeltaTables(locations=locations, pyspark=pyspark, guard=guard)
+    models = ModelStore(locations=locations, pyspark=pyspark, guard=guard)
+    csv_files = CsvFiles(locations=locations, pyspark=pyspark, guard=guard)
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         resources={
@@ -110,12 +124,12 @@ def build_defs(settings: Settings) -> Definitions:
             LOCATIONS: locations,
             TABLES: tables,
             MODELS: models,
-            RUN_GUARD: guard,
+            CSV_FILES: csv_files,
+            GUARD: guard,
             DELTA_IO_MANAGER: DeltaIOManager(tables=tables),
-            CSV_IO_MANAGER: SparkCsvIOManager(locations=locations, pyspark=pyspark),
+            CSV_IO_MANAGER: CsvIOManager(files=csv_files),
             MODEL_IO_MANAGER: SparkMLModelIOManager(models=models),
-            JSON_IO_MANAGER: JsonIOManager(locations=locations),
-            FILES_IO_MANAGER: FilesIOManager(locations=locations),
+            JSON_IO_MANAGER: JsonIOManager(locations=locations, guard=guard),
         },
         # One process runs every step, so one Spark session (one JVM) serves the whole run.
         executor=in_process_executor,

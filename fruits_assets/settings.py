@@ -22,6 +22,19 @@ DEFAULT_STORAGE = str(PROJECT_ROOT / "storage")
 DEFAULT_REGION = "eu-west-3"  # Paris: the images are personal data under GDPR, they stay in the EU
 DEPLOYMENTS = ("local", "cluster", "emr")
 DEFAULT_STAGING_PREFIX = "fruits-assets-staging"
+# Where a run commits something a reader sees: each table, model and file, in the order a run reaches them.
+COMMIT_POINTS = (
+    "raw_images",
+    "mobilenet_features",
+    "labeled_images",
+    "rejected_images",
+    "class_index",
+    "pca_model",
+    "pca_features",
+    "pca_features_csv",
+    "fruit_classifier",
+    "phone_model",
+)
 
 
 class SettingsError(ValueError):
@@ -51,6 +64,13 @@ class Settings:
     emr_poll_seconds: float = field(
         default=15.0, metadata=_env("FRUITS_EMR_POLL_SECONDS", "with emr: seconds between polls of a step's state")
     )
+    lock_renew_seconds: float = field(
+        default=60.0, metadata=_env("FRUITS_LOCK_RENEW_SECONDS", "on S3: seconds between renewals of the run's lock")
+    )
+    lock_stale_seconds: float = field(
+        default=300.0,
+        metadata=_env("FRUITS_LOCK_STALE_SECONDS", "on S3: a lock not renewed for this long is taken over"),
+    )
     kms_key_id: str | None = field(
         default=None, metadata=_env("FRUITS_KMS_KEY_ID", "a KMS key: SSE-KMS for every object written (else SSE-S3)")
     )
@@ -62,6 +82,14 @@ class Settings:
         default=None, metadata=_env("SPARK_LOCAL_IP", "with cluster: the address executors reach the driver at")
     )
     worker_python: str = field(default=sys.executable, metadata=_env("PYSPARK_PYTHON", "the Python of Spark's workers"))
+    pause_after_commit: str | None = field(
+        default=None,
+        metadata=_env(
+            "FRUITS_PAUSE_AFTER_COMMIT",
+            "for recovery drills and tests: stop (sleep) right after this commit point, to be killed there; one of "
+            + ", ".join(COMMIT_POINTS),
+        ),
+    )
     inside_spark_submit: bool = field(
         default=False, metadata=_env("PYSPARK_GATEWAY_PORT", "set by spark-submit: this process is a step's driver")
     )
@@ -117,6 +145,16 @@ class Settings:
             self._check_emr()
         if not self.emr_poll_seconds >= 1:
             _fail("emr_poll_seconds", f"is {self.emr_poll_seconds}; expected a number of seconds, 1 or more")
+        if self.pause_after_commit is not None and self.pause_after_commit not in COMMIT_POINTS:
+            _fail("pause_after_commit", f"is {self.pause_after_commit!r}; expected one of {', '.join(COMMIT_POINTS)}")
+        if not self.lock_renew_seconds >= 0.5:
+            _fail("lock_renew_seconds", f"is {self.lock_renew_seconds}; expected a number of seconds, 0.5 or more")
+        if not self.lock_stale_seconds >= 4 * self.lock_renew_seconds:
+            _fail(
+                "lock_stale_seconds",
+                f"is {self.lock_stale_seconds}; expected at least four renewals' worth "
+                f"({4 * self.lock_renew_seconds:g} s with FRUITS_LOCK_RENEW_SECONDS={self.lock_renew_seconds:g})",
+            )
 
     def _check_emr(self) -> None:
         """Where the run is orchestrated, what the launcher needs; everywhere, storage the cluster can reach."""

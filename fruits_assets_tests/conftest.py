@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -37,6 +38,29 @@ def stop_server(process: subprocess.Popen, grace: float = 20.0) -> None:
     raise RuntimeError(f"{process.args[:2]} outlived SIGKILL")
 
 
+@contextlib.contextmanager
+def moto_server(log: Path, env: dict[str, str] | None = None):
+    """moto's standalone server, in a process of its own, on a free loopback port; yields its endpoint.
+
+    Its own process, never a thread of the test's: delta-rs holds the interpreter's
+    lock while it waits on S3, and a server in the same process could not answer.
+    """
+    port = free_port()
+    server = start_server([str(DAGSTER.with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)], log, env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(server)
+
+
 def free_port() -> int:
     """A free TCP port on loopback, where every server the tests start listens."""
     with socket.socket() as s:
@@ -51,6 +75,8 @@ def materialize_command(select: str = "*") -> list[str]:
 
 def materialize_in_shell(env: dict[str, str], select: str = "*") -> None:
     """`dagster asset materialize` as a user runs it, in its own process; fails with its output's end."""
+    if "DAGSTER_HOME" in env:
+        Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     run = subprocess.run(
         materialize_command(select),
         env=env,

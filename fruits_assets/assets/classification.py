@@ -10,6 +10,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    DataVersion,
     MetadataValue,
     Output,
     ResourceParam,
@@ -22,9 +23,8 @@ from dagster import (
 
 from fruits_assets.assets.config import ClassifierConfig, RunGuard
 from fruits_assets.assets.plots import confusion_matrix_png, markdown_image
-from fruits_assets.resources.io_managers import FILES_IO_MANAGER, MODEL_IO_MANAGER
-from fruits_assets.resources.locations import DataLocations
-from fruits_assets.resources.models import FittedModel, ModelStore
+from fruits_assets.resources.io_managers import MODEL_IO_MANAGER
+from fruits_assets.resources.models import FittedModel, ModelStore, version_folder
 from fruits_assets.resources.spark_resource import SparkResource
 from fruits_assets.resources.tables import DeltaTables
 from fruits_assets.spark.classifier import Evaluation, evaluate, fit_classifier, parameters, train_test, with_class
@@ -32,9 +32,9 @@ from fruits_assets.spark.progress import job_description
 from fruits_assets.vision.engines import convert_to_litert
 from fruits_assets.vision.phone import LABELS_FILE, MODEL_FILE, PhoneModel, build_phone_model, labels_json
 
-CLASSIFIER, PARAMETERS, EVALUATION = "fruit_classifier", "parameters.npz", "evaluation.json"
+CLASSIFIER, PHONE, PROJECTED = "fruit_classifier", "phone_model", "pca_features"
+PARAMETERS, EVALUATION = "parameters.npz", "evaluation.json"
 KEPT = (PARAMETERS, EVALUATION)
-MADE_FROM = "made_from.json"
 
 
 def _per_class_table(labels: list[str], evaluation, support: np.ndarray) -> MetadataValue:
@@ -80,17 +80,23 @@ def fruit_classifier(
     arrays (`parameters.npz`): what `phone_model` and `fruits identify` need, no Spark.
     """
     labels = sorted(class_index, key=class_index.get)
-    fitted_from = {"pca_features_version": tables.version("pca_features"), "classes": labels, **config.model_dump()}
-    if models.fitted_from(CLASSIFIER) == fitted_from:  # nothing it depends on changed: the stored one stands
-        model, files = models.load(CLASSIFIER), {name: models.file(CLASSIFIER, name) for name in KEPT}
+    projected = tables.state(PROJECTED)
+    if projected is None:
+        raise FileNotFoundError(f"no table {tables.path(PROJECTED)}: materialize {PROJECTED} first")
+    # The PCA the features were projected with, not whichever is current: the phone applies this very one.
+    pca_folder = projected.user_metadata["made_from"]["pca_model"]
+    made_from = {PROJECTED: projected.identity, "pca_model": pca_folder, "classes": labels, **config.model_dump()}
+    if models.made_from(CLASSIFIER) == made_from:  # nothing it depends on changed: the stored one stands, no Spark
+        model, files = None, {name: models.file(CLASSIFIER, name) for name in KEPT}
     else:
-        model, files = _train(pyspark, tables, models, config, class_index, labels)
+        model, files = _train(pyspark, tables, models, config, class_index, labels, projected.version, pca_folder)
     figures = json.loads(files[EVALUATION])
     evaluation = Evaluation(np.array(figures["confusion"]))
     support = evaluation.confusion.sum(axis=1)
     plot = confusion_matrix_png(evaluation.confusion, labels)
     yield Output(
-        FittedModel(model, fitted_from, files),
+        FittedModel(model, made_from, files),
+        data_version=DataVersion(version_folder(made_from)),
         metadata={
             "test_accuracy": evaluation.accuracy,
             "macro_f1": evaluation.macro_f1,
@@ -114,16 +120,16 @@ def fruit_classifier(
     )
 
 
-def _train(pyspark, tables, models, config, class_index, labels) -> tuple:
+def _train(pyspark, tables, models, config, class_index, labels, version: int, pca_folder: str) -> tuple:
     """Train on one split, test on the other; the model, and the files kept beside it: the evaluation, and the
-    regression's and the PCA's parameters as plain arrays."""
+    regression's and the PCA's parameters as plain arrays (the PCA the features were projected with)."""
     with job_description(pyspark.spark_session, "fruit_classifier: train and test"):
-        table = with_class(tables.read("pca_features"), class_index)
+        table = with_class(tables.read(PROJECTED, version), class_index)
         train, test, how = train_test(table, config.holdout_share, config.seed)
         model = fit_classifier(train, config.reg_param)
         evaluation = evaluate(model, test, len(labels))
         train_images = int(train.count())
-    pca = models.load("pca_model")
+    pca = models.load("pca_model", pca_folder)
     scaler, components = pca.stages[0], pca.stages[-1]
     arrays = {
         "mean": scaler.mean.toArray(),
@@ -138,38 +144,39 @@ def _train(pyspark, tables, models, config, class_index, labels) -> tuple:
     return model, {PARAMETERS: buffer.getvalue(), EVALUATION: json.dumps(figures).encode()}
 
 
-@asset(io_manager_key=FILES_IO_MANAGER, group_name="classification", kinds={"tensorflow", "tflite"}, deps=[CLASSIFIER])
-def phone_model(
-    context: AssetExecutionContext, locations: DataLocations, models: ModelStore, run_guard: RunGuard
-) -> dict[str, bytes]:
+@asset(io_manager_key=MODEL_IO_MANAGER, group_name="classification", kinds={"tensorflow", "tflite"}, deps=[CLASSIFIER])
+def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: RunGuard) -> Output:
     """`fruits_classifier.tflite` and `labels.json`: one LiteRT model from RGB pixels to class probabilities.
 
     Normalization, MobileNetV2, the scaler, the PCA and the classifier, in one graph
-    converted from Keras, built from the classifier's parameters (no Spark: it runs
-    where TensorFlow is, the orchestrating host on EMR). `fruits identify` runs it.
+    converted from Keras, built from the exact classifier version it names (and the
+    PCA that classifier was trained on), as a version folder behind `current.json`.
+    No Spark: it runs where TensorFlow is, the orchestrating host on EMR.
+    `fruits identify` runs it.
     """
-    folder, classifier = locations.path_of(context.asset_key.to_user_string()), models.current_folder(CLASSIFIER)
+    classifier = models.current_folder(CLASSIFIER)
     if classifier is None:
-        raise FileNotFoundError(f"no {CLASSIFIER} under {locations.storage_root}: materialize it first")
-    made_from = json.dumps({CLASSIFIER: classifier}).encode()
-    if locations.read(f"{folder}/{MADE_FROM}") == made_from:  # built from this very classifier already
-        context.add_output_metadata({"unchanged": True})
-        return {name: locations.read(f"{folder}/{name}") for name in (MODEL_FILE, LABELS_FILE, MADE_FROM)}
-    with np.load(io.BytesIO(models.file(CLASSIFIER, PARAMETERS))) as saved:
+        raise FileNotFoundError(f"no {CLASSIFIER} under {models.locations.storage_root}: materialize it first")
+    made_from = {CLASSIFIER: classifier}
+    version = DataVersion(version_folder(made_from))
+    if models.made_from(PHONE) == made_from:  # built from this very classifier already
+        return Output(FittedModel(None, made_from), data_version=version, metadata={"classifier": classifier})
+    with np.load(io.BytesIO(models.file(CLASSIFIER, PARAMETERS, classifier))) as saved:
         arrays = {name: saved[name] for name in saved.files}
     labels = [str(label) for label in arrays["labels"]]
     flatbuffer = convert_to_litert(build_phone_model(arrays))
-    files = {MODEL_FILE: flatbuffer, LABELS_FILE: labels_json(labels), MADE_FROM: made_from}
+    files = {MODEL_FILE: flatbuffer, LABELS_FILE: labels_json(labels)}
     check = PhoneModel.from_files(files[MODEL_FILE], files[LABELS_FILE])  # the file loads and answers
     probabilities = check.classify(np.full((224, 224, 3), 255, dtype=np.uint8))
-    context.add_output_metadata(
-        {
+    return Output(
+        FittedModel(None, made_from, files),
+        data_version=version,
+        metadata={
+            "classifier": classifier,
             "model_bytes": len(flatbuffer),
             "classes": len(labels),
             "input": "float32 [1, 224, 224, 3], RGB 0..255",
             "output": f"float32 [1, {len(labels)}], probabilities in labels.json's order",
             "probabilities_sum_on_white": float(probabilities.sum()),
-            "unchanged": False,
-        }
+        },
     )
-    return files

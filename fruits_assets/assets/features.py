@@ -8,9 +8,9 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetIn,
     AssetKey,
     AssetOut,
+    Failure,
     MetadataValue,
     Output,
     ResourceParam,
@@ -25,26 +25,39 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_assets.assets.config import IngestConfig, RunGuard
+from fruits_assets.assets.screening import STATE_FILE, CheckVerdict, ScreeningState
 from fruits_assets.resources.io_managers import DELTA_IO_MANAGER, JSON_IO_MANAGER
+from fruits_assets.resources.locations import DataLocations
 from fruits_assets.resources.spark_resource import SparkResource
-from fruits_assets.resources.tables import DeltaTables
-from fruits_assets.spark.delta import Changes
+from fruits_assets.resources.tables import DeltaTables, data_version
+from fruits_assets.spark.delta import NOTHING_WRITTEN, Changes, Commit
 from fruits_assets.spark.ingest import ingest_column
-from fruits_assets.spark.ingest_plan import arrow_batch_size, plan_ingest
+from fruits_assets.spark.ingest_plan import LISTING_ERROR, RETRIED_REASON, arrow_batch_size, plan_ingest, task_count
 from fruits_assets.spark.progress import job_description, progress_lines
-from fruits_assets.spark.reconcile import balanced, label_conflicts, reconcile
+from fruits_assets.spark.reconcile import (
+    Totals,
+    balanced,
+    conflicts_among,
+    label_counts,
+    partition_counts,
+    touched_counts,
+)
+from fruits_assets.vision.delta_log import TableState
 from fruits_assets.vision.featurizer import featurizer_id
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 
 PROGRESS_EVERY_SECONDS = 10.0
-LABELED, REJECTED, FEATURES = "labeled_images", "rejected_images", "mobilenet_features"
+RAW, LABELED, REJECTED, FEATURES = "raw_images", "labeled_images", "rejected_images", "mobilenet_features"
+OUTPUT_TABLES = (LABELED, REJECTED, FEATURES)
 LABELED_COLUMNS = ["path", "label", "split", "content_hash", "stamp", "recipe"]
 REJECTED_COLUMNS = ["path", "label", "split", "reason", "message", "content_hash", "stamp", "recipe"]
 FEATURE_COLUMNS = ["path", "label", "split", "content_hash", "featurizer", "features"]
+PARTITIONS = {"labeled_images_reconcile": (LABELED, REJECTED), "every_image_accounted_for": (FEATURES, REJECTED)}
+BLOCKING = ("labeled_images_reconcile", "every_image_accounted_for", "features_are_finite")
 CONFLICTS_SHOWN = 20
 
 
-def _count_table(rows: list, columns: list[str], count_column: str) -> MetadataValue:
+def _count_table(rows: list[dict], columns: list[str], count_column: str) -> MetadataValue:
     return MetadataValue.table(
         records=[TableRecord({**{c: r[c] or "" for c in columns}, count_column: r["count"]}) for r in rows],
         schema=TableSchema(columns=[TableColumn(c, "string") for c in columns] + [TableColumn(count_column, "int")]),
@@ -52,14 +65,13 @@ def _count_table(rows: list, columns: list[str], count_column: str) -> MetadataV
 
 
 @multi_asset(
-    ins={"raw_images": AssetIn()},
+    deps=[RAW],
     outs={
-        FEATURES: AssetOut(
+        LABELED: AssetOut(
             io_manager_key=DELTA_IO_MANAGER,
-            group_name="features",
+            group_name="images",
             kinds={"spark", "delta"},
-            description="`path, label, split, content_hash, featurizer, features`: each labeled image's 1280-d "
-            "MobileNetV2 features (torchvision's ImageNet weights, global-average-pooled penultimate layer).",
+            description="`path, label, split, content_hash, …` of every image that decodes and has a label folder.",
         ),
         REJECTED: AssetOut(
             io_manager_key=DELTA_IO_MANAGER,
@@ -67,11 +79,12 @@ def _count_table(rows: list, columns: list[str], count_column: str) -> MetadataV
             kinds={"spark", "delta"},
             description="`path, label, split, reason, message, …` of every file that is not featurized, and why.",
         ),
-        LABELED: AssetOut(
+        FEATURES: AssetOut(
             io_manager_key=DELTA_IO_MANAGER,
-            group_name="images",
+            group_name="features",
             kinds={"spark", "delta"},
-            description="`path, label, split, content_hash, …` of every image that decodes and has a label folder.",
+            description="`path, label, split, content_hash, featurizer, features`: each labeled image's 1280-d "
+            "MobileNetV2 features (torchvision's ImageNet weights, global-average-pooled penultimate layer).",
         ),
         "class_index": AssetOut(
             io_manager_key=JSON_IO_MANAGER,
@@ -81,14 +94,14 @@ def _count_table(rows: list, columns: list[str], count_column: str) -> MetadataV
         ),
     },
     internal_asset_deps={
-        LABELED: {AssetKey("raw_images")},
-        REJECTED: {AssetKey("raw_images")},
-        FEATURES: {AssetKey("raw_images"), AssetKey(LABELED)},
+        LABELED: {AssetKey(RAW)},
+        REJECTED: {AssetKey(RAW)},
+        FEATURES: {AssetKey(RAW), AssetKey(LABELED)},
         "class_index": {AssetKey(LABELED)},
     },
     check_specs=[
-        AssetCheckSpec("labeled_images_reconcile", asset=LABELED, blocking=True, additional_deps=["raw_images"]),
-        AssetCheckSpec("every_image_accounted_for", asset=FEATURES, blocking=True, additional_deps=["raw_images"]),
+        AssetCheckSpec("labeled_images_reconcile", asset=LABELED, blocking=True, additional_deps=[RAW]),
+        AssetCheckSpec("every_image_accounted_for", asset=FEATURES, blocking=True, additional_deps=[RAW]),
         AssetCheckSpec("features_are_finite", asset=FEATURES, blocking=True),
         AssetCheckSpec("labels_agree", asset=LABELED, description="The same bytes never carry two labels."),
     ],
@@ -98,126 +111,313 @@ def screen_and_featurize(
     config: IngestConfig,
     pyspark: SparkResource,
     tables: DeltaTables,
+    locations: DataLocations,
     run_guard: RunGuard,
-    raw_images: DataFrame,
     pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> Iterator:
     """Each new or changed file read once, hashed, decoded once; what decodes goes to the model from that decode.
 
-    A file whose stamp and recipe (featurizer and pixel limit) match what was done
-    before is not read again: its row, its screening and its features stay. The
-    three tables receive only the changes, in one commit each; the checks are
-    computed from what the step has.
+    A file whose rows agree with its listing (stamp, recipe, featurizer) is not read
+    again. The rest is read in chunks of about `chunk_files`, each committed to the
+    three tables once it has passed its audit (one outcome per file, 1280 finite
+    features per image): a run killed in chunk k keeps chunks 1 to k-1. With the
+    same listing, recipe and table versions as the last complete run, nothing runs
+    and no Spark starts.
     """
-    spark = pyspark.spark_session
     featurizer = featurizer_id(config.engine)
     recipe = f"{featurizer}|max_pixels={config.max_pixels}"
-    with job_description(spark, "screen_and_featurize: what changed since the last run"):
-        plan = plan_ingest(
-            spark, raw_images, tables.read(LABELED), tables.read(REJECTED), tables.read(FEATURES), recipe
+    raw = tables.state(RAW)
+    if raw is None:
+        raise FileNotFoundError(f"no table {tables.path(RAW)}: materialize raw_images first")
+    states = {name: tables.state(name) for name in OUTPUT_TABLES}
+    identities = {name: s.identity for name, s in states.items() if s is not None}
+    made_from = {RAW: raw.identity, "recipe": recipe}
+    stored = locations.read(locations.path_of(STATE_FILE))
+    previous = ScreeningState.from_bytes(stored) if stored is not None else None
+    if previous is not None and previous.still_current(made_from, identities, BLOCKING) and len(identities) == 3:
+        context.log.info(f"nothing to do: {RAW} version {raw.version} was screened with this recipe already")
+        yield from _unchanged(states, previous)
+        return
+    yield from _screen(context, config, pyspark, tables, locations, raw, states, made_from, previous, recipe)
+
+
+def _unchanged(states: dict[str, TableState | None], previous: ScreeningState) -> Iterator:
+    """The outputs as they are and the checks as last judged on these very versions: nothing read, no Spark."""
+    metadata = {"files_read": 0, "unchanged": True}
+    for name in OUTPUT_TABLES:
+        state = states[name]
+        assert state is not None
+        yield Output(
+            Commit(state, False, dict(NOTHING_WRITTEN)),
+            output_name=name,
+            data_version=data_version(state),
+            metadata=metadata,
         )
-    context.log.info(f"{plan.todo_count} files to read, {plan.kept} unchanged, {plan.removed} removed since last run")
-    outcome, counters = ingest_column(spark, config.engine, config.batch_size, config.max_pixels)
-    done = (
-        plan.todo.select("path", "label", "split", "stamp", outcome("path", "label", "listing_error").alias("o"))
-        .select(
-            "path",
-            "label",
-            "split",
-            "stamp",
-            "o.*",
-            F.lit(recipe).alias("recipe"),
-            F.lit(featurizer).alias("featurizer"),
-        )
-        .persist(StorageLevel.DISK_ONLY)
+    yield Output(
+        _class_index(previous.counts()), output_name="class_index", metadata=_class_metadata(previous.counts())
     )
+    for name, verdict in previous.checks.items():
+        yield _check(name, verdict, judged="when these versions were committed")
+
+
+def _screen(context, config, pyspark, tables, locations, raw, states, made_from, previous, recipe) -> Iterator:
+    spark = pyspark.spark_session
+    featurizer = recipe.split("|", 1)[0]
+    chain_intact = previous is not None and previous.tables == {n: s.identity for n, s in states.items() if s}
+    with job_description(spark, "screen_and_featurize: what changed since the last run"):
+        pinned = {name: tables.read(name, s.version) if s is not None else None for name, s in states.items()}
+        plan = plan_ingest(
+            spark,
+            tables.read(RAW, raw.version),
+            pinned[LABELED],
+            pinned[REJECTED],
+            pinned[FEATURES],
+            raw.rows,
+            recipe,
+            featurizer,
+            config.chunk_files,
+        )
+    context.log.info(
+        f"{plan.todo_count} files to read in {len(plan.chunks)} chunk(s), {plan.kept} unchanged, "
+        f"{plan.removed} removed since the last run"
+    )
+    outcome, counters = ingest_column(spark, config.engine, config.batch_size, config.max_pixels)
+    commits: dict[str, list[Commit]] = {name: [] for name in OUTPUT_TABLES}
+    per_reason: dict[str, int] = {}
+    audited = {"new_rows_checked": 0, "bad_rows": 0}
     began = time.perf_counter()
+    nothing = plan.todo_count == 0 and plan.removed == 0
     with (
         arrow_batch_size(spark, config.arrow_batch_size),
-        job_description(spark, f"screen_and_featurize: read, screen and featurize {plan.todo_count} files"),
         progress_lines(lambda: counters.files.value, plan.todo_count, context.log.info, PROGRESS_EVERY_SECONDS),
     ):
-        summary = (
-            done.groupBy("reason")
-            .agg(
-                F.count("*").alias("count"),
-                F.count_if(F.col("features").isNotNull() & (F.size("features") != FEATURE_DIM)).alias("wrong_size"),
-                F.count_if(F.exists("features", lambda x: F.isnan(x) | (F.abs(x) == float("inf")))).alias("not_finite"),
+        for index, chunk in enumerate([] if nothing else plan.chunks):
+            label = f"chunk {index + 1}/{len(plan.chunks)}"
+            rows = plan.todo.filter(chunk.condition())
+            tasks = task_count(spark.sparkContext.defaultParallelism, plan.todo_count // len(plan.chunks) + 1)
+            done = (
+                rows.repartitionByRange(tasks, "path")
+                .select("path", "label", "split", "stamp", outcome("path", "label", "listing_error").alias("o"))
+                .select(
+                    "path",
+                    "label",
+                    "split",
+                    "stamp",
+                    "o.*",
+                    F.lit(recipe).alias("recipe"),
+                    F.lit(featurizer).alias("featurizer"),
+                )
+                .persist(StorageLevel.DISK_ONLY)
             )
-            .collect()
-        )
+            with job_description(spark, f"screen_and_featurize: read, screen and featurize {label}"):
+                summary = _audit(done)
+            audited["new_rows_checked"] += summary["accepted"]
+            audited["bad_rows"] += summary["bad_rows"]
+            if summary["bad_rows"] or summary["ambiguous"]:
+                done.unpersist()
+                yield from _failed_audit(label, summary)
+                return
+            for reason, count in summary["reasons"].items():
+                per_reason[reason] = per_reason.get(reason, 0) + count
+            deletes = plan.gone if index == 0 else plan.gone.limit(0)
+            accepted, refused = done.filter(F.col("reason").isNull()), done.filter(F.col("reason").isNotNull())
+            with job_description(spark, f"screen_and_featurize: commit {label}"):
+                chunk_paths = done.select("path")
+                commits[FEATURES].append(
+                    tables.merge(FEATURES, Changes(accepted.select(*FEATURE_COLUMNS), chunk_paths.unionByName(deletes)))
+                )
+                commits[LABELED].append(
+                    tables.merge(LABELED, Changes(accepted.select(*LABELED_COLUMNS), chunk_paths.unionByName(deletes)))
+                )
+                commits[REJECTED].append(
+                    tables.merge(REJECTED, Changes(refused.select(*REJECTED_COLUMNS), chunk_paths.unionByName(deletes)))
+                )
+            done.unpersist()
+            _log_chunk(context, label, index, len(plan.chunks), summary, counters, plan.todo_count, began)
     timings = {**counters.values(), "compute_seconds": time.perf_counter() - began}
-    accepted = done.filter(F.col("reason").isNull())
-    refused = done.filter(F.col("reason").isNotNull())
-    touched = done.select("path").unionByName(plan.gone)
-    nothing = plan.todo_count == 0 and plan.removed == 0
-    per_reason = sorted((r for r in summary if r["reason"] is not None), key=lambda r: r["reason"])
-    counts = {"files_read": plan.todo_count, "files_unchanged": plan.kept, "files_removed": plan.removed}
-    yield Output(
-        Changes(upserts=accepted.select(*LABELED_COLUMNS), deletes=touched, none=nothing),
-        output_name=LABELED,
-        metadata=counts,
+    final = {name: tables.state(name) for name in OUTPUT_TABLES}
+    now = {name: tables.read(name) for name in OUTPUT_TABLES}
+    with job_description(spark, "screen_and_featurize: account for every file"):
+        counts = _reconcile(tables, raw, final, now, plan)
+        classes = _label_counts(now[LABELED], plan, previous if chain_intact else None)
+        conflicts = _conflicts(now[LABELED], plan, previous if chain_intact else None)
+        retry_pending = (
+            now[REJECTED]
+            .filter((F.col("reason") == RETRIED_REASON) & ~F.col("stamp").startswith(LISTING_ERROR))
+            .count()
+        )
+    plan.release()
+    verdicts = {
+        check: CheckVerdict(balanced(counts[check], names), counts[check]) for check, names in PARTITIONS.items()
+    }
+    verdicts["features_are_finite"] = CheckVerdict(
+        audited["bad_rows"] == 0,
+        {**audited, "table_rows": final[FEATURES].rows, "every_row_audited": "before its commit"},
     )
-    yield Output(
-        Changes(upserts=refused.select(*REJECTED_COLUMNS), deletes=touched, none=nothing),
-        output_name=REJECTED,
-        metadata={"new_images_per_reason": _count_table(per_reason, ["reason"], "images"), **counts},
+    verdicts["labels_agree"] = CheckVerdict(
+        not conflicts, {"images_with_conflicting_labels": len(conflicts), "conflicts": conflicts[:CONFLICTS_SHOWN]}
     )
-    yield Output(
-        Changes(upserts=accepted.select(*FEATURE_COLUMNS), deletes=touched, none=nothing),
-        output_name=FEATURES,
-        metadata={
-            **counts,
+    run_metadata = {
+        "files_read": plan.todo_count,
+        "files_unchanged": plan.kept,
+        "files_removed": plan.removed,
+        "chunks": 0 if nothing else len(plan.chunks),
+        "read_retries_pending": retry_pending,
+    }
+    reasons = [{"reason": r, "count": n} for r, n in sorted(per_reason.items())]
+    extra = {
+        LABELED: {},
+        REJECTED: {"new_images_per_reason": _count_table(reasons, ["reason"], "images")},
+        FEATURES: {
             **timings,
             "images_per_second": timings["images"] / timings["stage_seconds"] if timings["stage_seconds"] else 0.0,
             "engine": config.engine,
             "featurizer": featurizer,
             "batch_size": config.batch_size,
+            "chunk_files": config.chunk_files,
         },
-    )
-    done.unpersist()
-    if per_reason:
-        summary_text = ", ".join(f"{r['reason']}: {r['count']}" for r in per_reason)
-        context.log.warning(f"rejected {sum(r['count'] for r in per_reason)} new files ({summary_text})")
-
-    labeled = tables.read(LABELED)
-    per_label = labeled.groupBy("split", "label").count().orderBy("split", "label").collect()
-    labels = sorted({r["label"] for r in per_label})
-    yield Output(
-        {label: i for i, label in enumerate(labels)},
-        output_name="class_index",
-        metadata={
-            "classes": len(labels),
-            "images_per_label": _count_table(per_label, ["split", "label"], "images"),
-        },
-    )
-    yield from _checks(tables, raw_images, summary)
-
-
-def _checks(tables: DeltaTables, raw_images: DataFrame, summary: list) -> Iterator[AssetCheckResult]:
-    """Every raw file labeled or rejected, every labeled one featurized, once; new features finite; labels agree."""
-    labeled, rejected, features = tables.read(LABELED), tables.read(REJECTED), tables.read(FEATURES)
-    partitions = {"labeled_images_reconcile": (LABELED, REJECTED), "every_image_accounted_for": (FEATURES, REJECTED)}
-    counts = reconcile(raw_images, {LABELED: labeled, REJECTED: rejected, FEATURES: features}, partitions)
-    for check, names in partitions.items():
-        yield AssetCheckResult(
-            asset_key=AssetKey(names[0]),
-            check_name=check,
-            passed=balanced(counts[check], names),
-            metadata=counts[check],
+    }
+    for name in OUTPUT_TABLES:
+        yield Output(
+            _combined(commits[name], final[name]),
+            output_name=name,
+            data_version=data_version(final[name]),
+            metadata={**run_metadata, **extra[name]},
         )
-    wrong = sum(r["wrong_size"] + r["not_finite"] for r in summary)
+    if reasons:
+        summary_text = ", ".join(f"{r['reason']}: {r['count']}" for r in reasons)
+        context.log.warning(f"rejected {sum(r['count'] for r in reasons)} new files ({summary_text})")
+    yield Output(_class_index(classes), output_name="class_index", metadata=_class_metadata(classes))
+    state = ScreeningState(
+        made_from=made_from,
+        tables={name: s.identity for name, s in final.items()},
+        retry_pending=retry_pending,
+        label_counts=[(split, label, n) for (split, label), n in sorted(classes.items(), key=_sort_key)],
+        conflicts=conflicts,
+        checks=verdicts,
+    )
+    tables.guard.check()
+    locations.write(locations.path_of(STATE_FILE), state.to_bytes())
+    for name, verdict in verdicts.items():
+        yield _check(name, verdict)
+
+
+def _sort_key(item) -> tuple[str, str]:
+    (split, label), _ = item
+    return (split or "", label)
+
+
+def _audit(done: DataFrame) -> dict:
+    """One job over a chunk's outcomes (it computes them): per reason, and rows that must never be committed."""
+    bad_features = F.col("features").isNotNull() & (
+        (F.size("features") != FEATURE_DIM) | F.exists("features", lambda x: F.isnan(x) | (F.abs(x) == float("inf")))
+    )
+    ambiguous = F.col("reason").isNull() == F.col("features").isNull()  # both an outcome and features, or neither
+    rows = (
+        done.groupBy("reason")
+        .agg(
+            F.count("*").alias("count"), F.count_if(bad_features).alias("bad"), F.count_if(ambiguous).alias("ambiguous")
+        )
+        .collect()
+    )
+    return {
+        "reasons": {r["reason"]: int(r["count"]) for r in rows if r["reason"] is not None},
+        "accepted": sum(int(r["count"]) for r in rows if r["reason"] is None),
+        "files": sum(int(r["count"]) for r in rows),
+        "bad_rows": sum(int(r["bad"]) for r in rows),
+        "ambiguous": sum(int(r["ambiguous"]) for r in rows),
+    }
+
+
+def _failed_audit(label: str, summary: dict) -> Iterator:
+    """A chunk that fails its audit is not committed: its verdict is reported and the run fails."""
     yield AssetCheckResult(
         asset_key=AssetKey(FEATURES),
         check_name="features_are_finite",
-        passed=wrong == 0,
-        metadata={"new_rows_checked": sum(r["count"] for r in summary if r["reason"] is None), "bad_rows": wrong},
+        passed=False,
+        metadata={"chunk": label, "bad_rows": summary["bad_rows"], "rows_without_one_outcome": summary["ambiguous"]},
     )
-    conflicting, examples = label_conflicts(labeled, CONFLICTS_SHOWN)
-    yield AssetCheckResult(
-        asset_key=AssetKey(LABELED),
-        check_name="labels_agree",
-        passed=conflicting == 0,
-        severity=AssetCheckSeverity.WARN,
-        metadata={"images_with_conflicting_labels": conflicting, "conflicts": MetadataValue.json(examples)},
+    raise Failure(
+        description=f"{label} failed its audit before its commit: {summary['bad_rows']} feature rows not 1280 finite "
+        f"values, {summary['ambiguous']} rows with no single outcome. Nothing of it was committed; the tables keep "
+        "their previous versions, and the next run reads these files again.",
+        allow_retries=False,
+    )
+
+
+def _log_chunk(context, label: str, index: int, chunks: int, summary: dict, counters, total: int, began: float) -> None:
+    done_files, seconds = counters.files.value, time.perf_counter() - began
+    left = (total - done_files) * seconds / max(done_files, 1)
+    context.log.info(
+        f"{label} committed: {summary['files']} files ({summary['accepted']} featurized); {done_files}/{total} files "
+        f"in {seconds:.0f} s" + (f", about {left / 60:.1f} min left" if index + 1 < chunks else "")
+    )
+
+
+def _combined(commits: list[Commit], final: TableState) -> Commit:
+    totals = dict(NOTHING_WRITTEN)
+    for commit in commits:
+        for key, value in commit.metrics.items():
+            totals[key] += value
+    return Commit(final, any(c.committed for c in commits), totals)
+
+
+def _reconcile(tables: DeltaTables, raw: TableState, final: dict, now: dict, plan) -> dict[str, dict[str, int]]:
+    """The checks' counts: the paths this run touched verified across the tables, the rest from the logs' counts."""
+    touched = touched_counts(plan.touched, tables.read(RAW, raw.version), now[LABELED], now[REJECTED], now[FEATURES])
+    totals = Totals(raw.rows, final[LABELED].rows, final[REJECTED].rows, final[FEATURES].rows)
+    return partition_counts(totals, touched, plan.duplicated)
+
+
+def _label_counts(labeled: DataFrame, plan, previous: ScreeningState | None) -> dict[tuple[str | None, str], int]:
+    """Images per (split, label): the last run's counts updated by what this run removed and added."""
+    if previous is None:
+        return label_counts(labeled)
+    counts = previous.counts()
+    for key, n in label_counts(plan.before).items():
+        counts[key] = counts.get(key, 0) - n
+    for key, n in label_counts(labeled.join(plan.touched, "path", "left_semi")).items():
+        counts[key] = counts.get(key, 0) + n
+    return {key: n for key, n in counts.items() if n}
+
+
+def _conflicts(labeled: DataFrame, plan, previous: ScreeningState | None) -> list[dict]:
+    """Hashes under two labels: the last run's, except those this run touched, which are judged again."""
+    if previous is None:
+        return conflicts_among(labeled, None)
+    affected = plan.before.select("content_hash").unionByName(
+        labeled.join(plan.touched, "path", "left_semi").select("content_hash")
+    )
+    known = [c["content_hash"] for c in previous.conflicts]
+    touched_known = (
+        {r["content_hash"] for r in affected.filter(F.col("content_hash").isin(known)).distinct().collect()}
+        if known
+        else set()
+    )
+    kept = [c for c in previous.conflicts if c["content_hash"] not in touched_known]
+    return sorted(kept + conflicts_among(labeled, affected), key=lambda c: c["content_hash"])
+
+
+def _class_index(counts: dict[tuple[str | None, str], int]) -> dict[str, int]:
+    labels = sorted({label for _, label in counts})
+    return {label: i for i, label in enumerate(labels)}
+
+
+def _class_metadata(counts: dict[tuple[str | None, str], int]) -> dict:
+    rows = [{"split": split, "label": label, "count": n} for (split, label), n in sorted(counts.items(), key=_sort_key)]
+    return {
+        "classes": len({label for _, label in counts}),
+        "images_per_label": _count_table(rows, ["split", "label"], "images"),
+    }
+
+
+def _check(name: str, verdict: CheckVerdict, judged: str | None = None) -> AssetCheckResult:
+    asset = {"labeled_images_reconcile": LABELED, "labels_agree": LABELED}.get(name, FEATURES)
+    metadata = {k: MetadataValue.json(v) if isinstance(v, list | dict) else v for k, v in verdict.metadata.items()}
+    return AssetCheckResult(
+        asset_key=AssetKey(asset),
+        check_name=name,
+        passed=verdict.passed,
+        severity=AssetCheckSeverity.WARN if name == "labels_agree" else AssetCheckSeverity.ERROR,
+        metadata=metadata | ({"judged": judged} if judged else {}),
     )

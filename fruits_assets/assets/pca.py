@@ -1,9 +1,9 @@
 """PCA reduction of the features: the fitted model, the reduced matrix, and that matrix as one CSV file."""
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -11,6 +11,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetOut,
+    DataVersion,
     MetadataValue,
     Output,
     ResourceParam,
@@ -22,17 +23,20 @@ from pyspark.sql import functions as F
 
 from fruits_assets.assets.config import PCAConfig, RunGuard
 from fruits_assets.assets.plots import explained_variance_png, markdown_image, pc_scatter_png
-from fruits_assets.resources.io_managers import CSV_IO_MANAGER, DELTA_IO_MANAGER, MODEL_IO_MANAGER, csv_path
-from fruits_assets.resources.models import FittedModel, ModelStore
+from fruits_assets.resources.csv_files import CsvFiles, CsvWrite
+from fruits_assets.resources.io_managers import CSV_IO_MANAGER, DELTA_IO_MANAGER, MODEL_IO_MANAGER
+from fruits_assets.resources.models import FittedModel, ModelStore, version_folder
 from fruits_assets.resources.spark_resource import SparkResource
-from fruits_assets.resources.tables import DeltaTables
-from fruits_assets.spark.delta import Replacement
+from fruits_assets.resources.tables import DeltaTables, data_version
+from fruits_assets.spark.delta import NOTHING_WRITTEN, Commit
+from fruits_assets.spark.files import Produced
 from fruits_assets.spark.moments import Moments, change_moments, moments_of
-from fruits_assets.spark.pca import ID_COLUMNS, explained_variance, fit_pca, pca_k, project
+from fruits_assets.spark.pca import ID_COLUMNS, fit_pca, pca_k, project
 from fruits_assets.spark.progress import job_description
+from fruits_assets.vision.delta_log import TableState
 
-FEATURES, MODEL, PROJECTED = "mobilenet_features", "pca_model", "pca_features"
-MOMENTS = "moments.npz"
+FEATURES, MODEL, PROJECTED, CSV = "mobilenet_features", "pca_model", "pca_features", "pca_features_csv"
+MOMENTS, FIT = "moments.npz", "fit.json"
 CSV_DECIMALS = 6  # beyond float32 features' precision, and far above run-to-run rounding noise
 SCATTER_POINTS = 5000  # a sample is enough to see the clusters, whatever the number of images
 
@@ -56,41 +60,42 @@ def pca_model(
     """A Spark ML PipelineModel, StandardScaler (mean and std) then PCA, fitted on every feature row.
 
     Fitted from the features' moments (count, sums, cross-products), kept with the
-    table version they summarize and updated with the rows later versions added and
-    removed: refitting after a 1% change reads 1% of the features.
+    identity of the table version they summarize and updated with the rows later
+    versions added and removed: refitting after a 1% change reads 1% of the features.
+    With the same table version and config as the current model, nothing is fitted
+    and no Spark starts.
     """
-    spark = pyspark.spark_session
-    version = tables.version(FEATURES)
-    kept = models.file(MODEL, MOMENTS)
-    previous = Moments.from_bytes(kept) if kept is not None else None
-    with job_description(spark, "pca_model: the features' moments"):
-        if previous is not None and previous.version == version:
-            moments, source = previous, "unchanged"
-        elif previous is not None and previous.version is not None and previous.version < version:
-            delta = change_moments(tables.changes(FEATURES, previous.version, version))
-            moments, source = (previous + delta).at(version), f"updated from version {previous.version}"
-        else:
-            moments, source = moments_of(tables.read(FEATURES, version)).at(version), "computed from every row"
-    if moments.count == 0:
-        raise ValueError("no features to fit PCA on: every image was rejected (see the rejected_images asset)")
-    model, spectrum = fit_pca(moments, config.k, config.variance_target)
-    explained = explained_variance(model)
+    features = _state(tables, FEATURES)
+    made_from = {FEATURES: features.identity, "k": config.k, "variance_target": config.variance_target}
+    if models.made_from(MODEL) == made_from:
+        fit, source = json.loads(models.file(MODEL, FIT) or b"{}"), "unchanged"
+        model = None
+        files: dict[str, bytes] = {}
+    else:
+        moments, source = _moments(context, pyspark, tables, models, features)
+        if moments.count == 0:
+            raise ValueError("no features to fit PCA on: every image was rejected (see the rejected_images asset)")
+        model, spectrum = fit_pca(moments, config.k, config.variance_target)
+        fit = {"spectrum": spectrum, "k": pca_k(model), "rows": moments.count}
+        files = {MOMENTS: moments.to_bytes(), FIT: json.dumps(fit).encode()}
+    spectrum, k = fit["spectrum"], fit["k"]
+    explained = spectrum[:k]
     total = float(sum(explained))
-    plot = explained_variance_png(spectrum, pca_k(model), config.variance_target if config.k is None else None)
-    fitted_from = {"features_version": version, "k": config.k, "variance_target": config.variance_target}
+    plot = explained_variance_png(spectrum, k, config.variance_target if config.k is None else None)
     yield Output(
-        FittedModel(model, fitted_from, {MOMENTS: moments.to_bytes()}),
+        FittedModel(model, made_from, files),
+        data_version=DataVersion(version_folder(made_from)),
         metadata={
             "explained_variance_plot": MetadataValue.md(markdown_image(plot, "explained variance")),
-            "k": pca_k(model),
+            "k": k,
             "variance_target": config.variance_target,
             "k_configured": config.k is not None,
             "explained_variance": [round(v, 6) for v in explained],
             "cumulative_explained_variance": [round(v, 6) for v in np.cumsum(explained)],
             "explained_variance_total": total,
             "components_in_data": len(spectrum),
-            "rows": moments.count,
-            "features_version": version,
+            "rows": fit["rows"],
+            "features_version": features.version,
             "moments": source,
         },
     )
@@ -99,19 +104,47 @@ def pca_model(
         passed=total >= config.variance_target,
         # A k chosen by hand may knowingly fall short of the target: warn, don't fail.
         severity=AssetCheckSeverity.WARN if config.k is not None else AssetCheckSeverity.ERROR,
-        metadata={"explained_variance_total": total, "variance_target": config.variance_target, "k": pca_k(model)},
+        metadata={"explained_variance_total": total, "variance_target": config.variance_target, "k": k},
     )
+
+
+def _state(tables: DeltaTables, name: str) -> TableState:
+    state = tables.state(name)
+    if state is None:
+        raise FileNotFoundError(f"no table {tables.path(name)}: materialize {name} first")
+    return state
+
+
+def _moments(context, pyspark, tables: DeltaTables, models: ModelStore, features: TableState) -> tuple[Moments, str]:
+    """The moments of the features' current version: the kept ones updated from the change feed when they
+    summarize an earlier version of this very table, else computed from every row."""
+    kept = models.file(MODEL, MOMENTS)
+    previous = Moments.from_bytes(kept) if kept is not None else None
+    spark = pyspark.spark_session
+    with job_description(spark, "pca_model: the features' moments"):
+        same_table = previous is not None and previous.table is not None
+        same_table = same_table and previous.table["table_id"] == features.table_id
+        if same_table and previous.table["version"] < features.version:
+            try:
+                delta = change_moments(tables.changes(FEATURES, previous.table["version"], features.version))
+                return (previous + delta).of(features.identity), f"updated from version {previous.table['version']}"
+            except Exception as error:  # noqa: BLE001 - a vacuumed or expired change feed: count every row again
+                context.log.warning(f"the change feed since version {previous.table['version']} is gone ({error})")
+        elif previous is not None and not same_table:
+            context.log.info("the kept moments summarize another table (or none known): computed from every row")
+        rows = tables.read(FEATURES, features.version)
+        return moments_of(rows).of(features.identity), "computed from every row"
 
 
 @multi_asset(
     outs={
-        "pca_features": AssetOut(
+        PROJECTED: AssetOut(
             io_manager_key=DELTA_IO_MANAGER,
             group_name="reduction",
             kinds={"spark", "delta"},
             description="`path, label, split, pc_1 … pc_k` at full precision: every feature row in the PCA basis.",
         ),
-        "pca_features_csv": AssetOut(
+        CSV: AssetOut(
             io_manager_key=CSV_IO_MANAGER,
             group_name="reduction",
             kinds={"spark", "csv"},
@@ -120,63 +153,99 @@ def pca_model(
         ),
     },
     deps=[FEATURES, MODEL],
-    internal_asset_deps={
-        "pca_features": {AssetKey(FEATURES), AssetKey(MODEL)},
-        "pca_features_csv": {AssetKey("pca_features")},
-    },
-    check_specs=[AssetCheckSpec("csv_has_k_components", asset="pca_features_csv", additional_deps=[FEATURES])],
+    internal_asset_deps={PROJECTED: {AssetKey(FEATURES), AssetKey(MODEL)}, CSV: {AssetKey(PROJECTED)}},
+    check_specs=[
+        AssetCheckSpec(
+            "csv_has_k_components",
+            asset=CSV,
+            additional_deps=[FEATURES],
+            blocking=True,
+            description="Judged on what the write produced, before the file replaces the last one.",
+        )
+    ],
 )
 def project_features(
     context: AssetExecutionContext,
     pyspark: SparkResource,
     tables: DeltaTables,
     models: ModelStore,
+    csv_files: CsvFiles,
     run_guard: RunGuard,
     pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> Iterator:
     """Every feature row projected once and stored; the CSV written from what was stored.
 
     When neither the features nor the model changed since the stored projection was
-    made, it is kept as it is (and the CSV too).
+    made, it is kept as it is, and the CSV too: no Spark starts.
     """
-    spark = pyspark.spark_session
-    features_version, model = tables.version(FEATURES), models.load(MODEL)
-    made_from = {"features_version": features_version, "model": models.current_folder(MODEL)}
-    rows = tables.rows(FEATURES)
-    if tables.sources(PROJECTED) == made_from:
-        yield Output(Replacement(rows=None, made_from=made_from), output_name=PROJECTED)
+    features, folder = _state(tables, FEATURES), models.current_folder(MODEL)
+    if folder is None:
+        raise FileNotFoundError(f"no {MODEL} under {tables.locations.storage_root}: materialize it first")
+    made_from = {FEATURES: features.identity, MODEL: folder}
+    projected = tables.state(PROJECTED)
+    if projected is not None and projected.user_metadata.get("made_from") == made_from:
+        commit, metadata = Commit(projected, False, dict(NOTHING_WRITTEN)), {}
     else:
-        with job_description(spark, "pca_features: sample for the scatter plot"):
-            features = tables.read(FEATURES, features_version)
-            sample = features.sample(fraction=min(1.0, SCATTER_POINTS / max(rows, 1)), seed=0)
-            second = F.col("pc_2") if pca_k(model) > 1 else F.lit(0.0).alias("pc_2")
-            points = project(model, sample).select("label", "pc_1", second).toPandas()
-        scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
-        yield Output(
-            Replacement(rows=project(model, features), made_from=made_from),
-            output_name=PROJECTED,
-            metadata={"pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components"))},
-        )
-    stored = tables.read(PROJECTED)
-    pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
-    yield Output(
-        Replacement(rows=stored.orderBy("path").select(*ID_COLUMNS, *pcs), made_from=tables.made_from(PROJECTED)),
-        output_name="pca_features_csv",
-    )
-    yield _csv_check(csv_path(tables.locations, "pca_features_csv"), pca_k(model), rows)
+        commit, metadata = _project(pyspark, tables, models, features, made_from)
+    yield Output(commit, output_name=PROJECTED, data_version=data_version(commit.state), metadata=metadata)
+    k, rows = json.loads(models.file(MODEL, FIT, folder) or b'{"k": 0}')["k"], features.rows
+    csv_made_from = {PROJECTED: commit.state.identity}
+    if csv_files.is_current(CSV, csv_made_from):
+        written, verdict = CsvWrite(csv_files.path(CSV), csv_made_from, False), None
+    else:
+        stored = tables.read(PROJECTED, commit.state.version)
+        pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
+        verdict = {}
+
+        def accept(produced: Produced) -> bool:
+            verdict.update(_csv_verdict(produced, k, rows))
+            return verdict["passed"]
+
+        with job_description(pyspark.spark_session, "pca_features_csv: write CSV"):
+            written = csv_files.write(CSV, stored.orderBy("path").select(*ID_COLUMNS, *pcs), csv_made_from, accept)
+    yield Output(written, output_name=CSV, data_version=DataVersion(version_folder(csv_made_from)))
+    yield _csv_check(verdict, k, rows)
 
 
-def _csv_check(path: str, k: int, feature_rows: int) -> AssetCheckResult:
-    """The CSV read back by pandas, an independent reader: the header, k finite components, one row per image."""
-    table = pd.read_csv(path, keep_default_na=False, na_values={"split": [""]})
+def _project(pyspark, tables: DeltaTables, models: ModelStore, features: TableState, made_from: dict):
+    """The features through the model, in one pass, replacing the table in one commit; and a scatter plot."""
+    spark = pyspark.spark_session
+    model = models.load(MODEL, made_from[MODEL])
+    rows = tables.read(FEATURES, features.version)
+    with job_description(spark, "pca_features: sample for the scatter plot"):
+        sample = rows.sample(fraction=min(1.0, SCATTER_POINTS / max(features.rows, 1)), seed=0)
+        second = F.col("pc_2") if pca_k(model) > 1 else F.lit(0.0).alias("pc_2")
+        points = project(model, sample).select("label", "pc_1", second).toPandas()
+    scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
+    projection = project(model, rows)
+    with job_description(spark, "pca_features: project every row"):
+        commit = tables.replace(PROJECTED, projection, made_from)
+    return commit, {"pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components"))}
+
+
+def _csv_verdict(produced: Produced, k: int, feature_rows: int) -> dict:
     expected = ID_COLUMNS + [f"pc_{i + 1}" for i in range(k)]
-    pcs = table[expected[3:]].to_numpy(dtype=float) if list(table.columns) == expected else np.empty(0)
+    return {
+        "passed": produced.columns == expected and produced.rows == feature_rows and produced.not_finite == 0,
+        "columns": len(produced.columns),
+        "csv_rows": produced.rows,
+        "not_finite": produced.not_finite,
+    }
+
+
+def _csv_check(verdict: dict | None, k: int, feature_rows: int) -> AssetCheckResult:
+    """The CSV's header, k finite components and one row per image, judged on what its write produced before
+    it replaced the previous file (or, when the file was kept, as it was judged when written)."""
+    if verdict is None:
+        return AssetCheckResult(
+            asset_key=AssetKey(CSV),
+            check_name="csv_has_k_components",
+            passed=True,
+            metadata={"k": k, "feature_rows": feature_rows, "judged": "when this file was written (unchanged since)"},
+        )
     return AssetCheckResult(
-        asset_key=AssetKey("pca_features_csv"),
+        asset_key=AssetKey(CSV),
         check_name="csv_has_k_components",
-        passed=list(table.columns) == expected
-        and len(table) == feature_rows
-        and bool(np.isfinite(pcs).all())
-        and pcs.size > 0,
-        metadata={"columns": len(table.columns), "k": k, "csv_rows": len(table), "feature_rows": feature_rows},
+        passed=verdict["passed"],
+        metadata={**{key: v for key, v in verdict.items() if key != "passed"}, "k": k, "feature_rows": feature_rows},
     )

@@ -136,8 +136,24 @@ class PackageEmrStepLauncher(EmrPySparkStepLauncher):
                 yield event
         except EmrError as error:
             raise EmrError(f"{error}{self._stderr_of(step_context.log, emr_step_id)}") from error
+        except BaseException:  # the run was interrupted (terminated from the UI, SIGTERM): stop the step too
+            self._cancel(step_context.log, emr_step_id)
+            raise
         if failed:
             step_context.log.error(f"EMR step {emr_step_id} failed{self._stderr_of(step_context.log, emr_step_id)}")
+
+    def _cancel(self, log, emr_step_id: str) -> None:
+        """Ask EMR to cancel a step whose run is gone. Whether or not it can (a running step may not be
+        cancellable), the step commits nothing more: its every commit first checks that its run still holds the
+        storage root's lock, which the interrupted run releases."""
+        try:
+            client = boto3.client("emr", region_name=self.region_name)
+            client.cancel_steps(
+                ClusterId=self.cluster_id, StepIds=[emr_step_id], StepCancellationOption="SEND_INTERRUPT"
+            )
+            log.warning(f"EMR step {emr_step_id} cancelled: its run was interrupted")
+        except Exception as error:  # noqa: BLE001 - the run is being interrupted: say so, never mask it
+            log.warning(f"EMR step {emr_step_id} could not be cancelled ({error}); the storage lock fences it")
 
     def _stderr_of(self, log, emr_step_id: str) -> str:
         """The tail of a step's stderr from the cluster's log URI, waiting a bounded time for EMR to copy it."""

@@ -4,6 +4,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from fruits_assets.vision import storage
+from fruits_assets.vision.delta_log import delta_rs_options
 from fruits_assets.vision.paths import absolute_location
 
 LOCATIONS = "locations"
@@ -20,6 +21,13 @@ class DataLocations(ConfigurableResource):
     images: str
     storage: str
     kms_key_id: str | None = Field(default=None, description="A KMS key for SSE-KMS; SSE-S3 without one.")
+    aws_endpoint_url: str | None = Field(default=None, description="An S3-compatible endpoint instead of AWS.")
+    aws_region: str = Field(default="eu-west-3", description="The region of the buckets.")
+
+    @property
+    def delta_options(self) -> dict[str, str]:
+        """delta-rs's storage options for the storage root (its log is read without a JVM)."""
+        return delta_rs_options(self.storage_root, self.aws_endpoint_url, self.aws_region)
 
     @property
     def images_root(self) -> str:
@@ -37,6 +45,9 @@ class DataLocations(ConfigurableResource):
 
     def write(self, path: str, data: bytes) -> None:
         storage.write_bytes(path, data, self.kms_key_id)
+
+    def exists(self, path: str) -> bool:
+        return storage.exists(path)
 
     def names(self, folder: str) -> list[str]:
         return storage.names(folder)

@@ -1,40 +1,54 @@
 """Fitted models under the storage root, each version in its own folder, the current one named by one small file.
 
-A Spark ML model is a folder of files; S3 has no folder rename. So each fit is
-written to a new folder `<name>/v-<id>/` (the Spark ML model, and plain files beside
-it: the moments a PCA was fitted from, a classifier's parameters as arrays), and
-only then is `<name>/current.json` replaced: one object, one atomic write on S3 and
-on a file system. Readers follow `current.json`, so they see the previous model or
-the new one, never half of one; a folder a killed run left is never named and is
-removed by the next write, with versions older than the previous.
+A Spark ML model is a folder of files; S3 has no folder rename. So each version is
+written to a folder of its own, `<name>/v-<digest>/` (the Spark ML model, if any,
+and plain files beside it: the moments a PCA was fitted from, a classifier's
+parameters as arrays, the phone's flatbuffer), and only then is
+`<name>/current.json` replaced: one object, one atomic write on S3 and on a file
+system. Readers follow `current.json`, so they see the previous version or the new
+one, never half of one. The folder is named by a digest of what the version was
+made from, so the same inputs always make the same folder: a folder a killed run
+left half-written is written again whole by the next, and versions older than the
+previous one are removed.
 """
 
 import json
-import uuid
 from dataclasses import dataclass, field
 
 from dagster import ConfigurableResource, ResourceDependency
 from pydantic import PrivateAttr
 from pyspark.ml import PipelineModel
 
+from fruits_assets.resources.guard import StorageGuard
 from fruits_assets.resources.locations import DataLocations
 from fruits_assets.resources.spark_resource import SparkResource
+from fruits_assets.vision.digest import recipe_digest
+from fruits_assets.vision.storage import CURRENT
 
 MODELS = "models"
-CURRENT = "current.json"
+
+
+def version_folder(made_from: dict) -> str:
+    """The folder of the version made from `made_from`: the same inputs, the same folder."""
+    return f"v-{recipe_digest(made_from)[:12]}"
 
 
 @dataclass(frozen=True)
 class FittedModel:
-    """A fitted PipelineModel, what the fit depended on (`fitted_from`), and plain files to keep beside it."""
+    """A version of a model: the Spark ML PipelineModel (None for one made of files only), what it was made from,
+    and plain files kept beside it."""
 
-    model: PipelineModel
-    fitted_from: dict
+    model: PipelineModel | None
+    made_from: dict
     files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> str:
+        return version_folder(self.made_from)
 
 
 class ModelStore(ConfigurableResource):
-    """Versioned model folders under the storage root; a model written in this process is handed on as is.
+    """Versioned model folders under the storage root; a version written in this process is handed on as is.
 
     Loading a PipelineModel back costs a Spark job per stage's metadata: the steps
     that follow in the same run get the object itself.
@@ -42,53 +56,61 @@ class ModelStore(ConfigurableResource):
 
     locations: ResourceDependency[DataLocations]
     pyspark: ResourceDependency[SparkResource]
+    guard: ResourceDependency[StorageGuard]
     _written: dict[str, FittedModel] = PrivateAttr(default_factory=dict)
 
     def _current(self, name: str) -> dict | None:
         data = self.locations.read(f"{self.locations.path_of(name)}/{CURRENT}")
         return json.loads(data) if data is not None else None
 
-    def fitted_from(self, name: str) -> dict | None:
-        """What the current version was fitted from, or None before the first fit."""
+    def made_from(self, name: str) -> dict | None:
+        """What the current version was made from, or None before the first."""
         current = self._current(name)
-        return current.get("fitted_from") if current else None
+        return current.get("made_from") if current else None
 
     def current_folder(self, name: str) -> str | None:
         """The folder of the current version (`v-…`), which names it."""
         current = self._current(name)
         return current["folder"] if current else None
 
-    def file(self, name: str, file: str) -> bytes | None:
-        """A plain file kept beside the current model, or None before the first fit."""
-        if name in self._written:
-            return self._written[name].files.get(file)
-        current = self._current(name)
-        return self.locations.read(f"{self.locations.path_of(name)}/{current['folder']}/{file}") if current else None
+    def file(self, name: str, file: str, folder: str | None = None) -> bytes | None:
+        """A plain file of the current version (or of the version in `folder`); None if there is none."""
+        written = self._written.get(name)
+        if written is not None and folder in (None, written.folder):
+            return written.files.get(file)
+        folder = folder or self.current_folder(name)
+        return self.locations.read(f"{self.locations.path_of(name)}/{folder}/{file}") if folder else None
 
-    def load(self, name: str) -> PipelineModel:
-        if name in self._written:
-            return self._written[name].model
-        current = self._current(name)
-        if current is None:
+    def load(self, name: str, folder: str | None = None) -> PipelineModel:
+        """The Spark ML model of the current version (or of the version in `folder`)."""
+        written = self._written.get(name)
+        if written is not None and folder in (None, written.folder) and written.model is not None:
+            return written.model
+        folder = folder or self.current_folder(name)
+        if folder is None:
             raise FileNotFoundError(f"no {name} under {self.locations.storage_root}: materialize it first")
-        return PipelineModel.load(f"{self.locations.path_of(name)}/{current['folder']}/model")
+        return PipelineModel.load(f"{self.locations.path_of(name)}/{folder}/model")
 
     def save(self, name: str, fitted: FittedModel) -> tuple[str, bool]:
-        """Write a new version and make it current, unless the current one was fitted from the same inputs.
+        """Write a new version and make it current, unless the current one was made from the same inputs.
 
         Returns the current version's folder, and whether it is a new one.
         """
         root = self.locations.path_of(name)
         previous = self._current(name)
-        self._written[name] = fitted
-        if previous is not None and previous.get("fitted_from") == fitted.fitted_from:
+        if previous is not None and previous.get("made_from") == fitted.made_from:
             return f"{root}/{previous['folder']}", False
-        folder = f"v-{uuid.uuid4().hex[:12]}"
-        fitted.model.write().save(f"{root}/{folder}/model")
+        self._written[name] = fitted
+        folder = fitted.folder
+        self.guard.check()
+        if fitted.model is not None:
+            fitted.model.write().overwrite().save(f"{root}/{folder}/model")
         for file, data in fitted.files.items():
             self.locations.write(f"{root}/{folder}/{file}", data)
-        current = {"folder": folder, "fitted_from": fitted.fitted_from}
-        self.locations.write(f"{root}/{CURRENT}", json.dumps(current).encode())
+        self.guard.check()
+        current = {"folder": folder, "made_from": fitted.made_from}
+        self.locations.write(f"{root}/{CURRENT}", json.dumps(current, sort_keys=True).encode())
+        self.guard.committed(name)
         keep = {folder, CURRENT} | ({previous["folder"]} if previous else set())
         for stale in set(self.locations.names(root)) - keep:
             self.locations.remove(f"{root}/{stale}")

@@ -3,15 +3,23 @@
 A table's commit is the write of one JSON file in its `_delta_log`: on a file system
 and on S3 alike, a reader sees the version before it or the version after it, never
 half of one. Change data feed is on, so what a version added and removed can be
-read back without scanning the table. Files no version within the retention uses
-are vacuumed after each write.
+read back without scanning the table. Tables are clustered by path (Delta's liquid
+clustering) and compacted every `MAINTAIN_EVERY` versions, when files no version
+within the retention uses are vacuumed too: rows of one folder sit together, so a
+merge that touches a few folders rewrites a few files. What a commit did comes back
+from the log (delta-rs, `vision/delta_log.py`): its version, rows, operation metrics.
+
+Deletion vectors would let a merge that updates or deletes scattered rows mark
+them instead of rewriting their files, but Delta 4.0's MERGE and DELETE fail on a
+table with deletion vectors and a column named `path` (delta-io/delta#5296), and
+delta-rs reads no table with deletion vectors: they stay off.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,48 +27,53 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fruits_assets.vision.delta_log import TableState, table_state
+
 RETENTION_HOURS = 168  # previous versions stay readable (time travel) for a week, then their files go
-VACUUM_EVERY = 10  # versions: a vacuum lists the table's files, not worth doing at every commit
+MAINTAIN_EVERY = 10  # versions: compaction and vacuum list the table's files, not worth doing at every commit
 PROPERTIES = {
     "delta.enableChangeDataFeed": "true",
     "delta.deletedFileRetentionDuration": f"interval {RETENTION_HOURS} hours",
     "delta.logRetentionDuration": "interval 30 days",
 }
+CLUSTER_BY = "path"
 _DELETE = "_delete"
 
 
 @dataclass(frozen=True)
 class Changes:
-    """Rows to insert or update (`upserts`) and keys to delete (`deletes`, a `path` column), merged by path.
-
-    `none` says the caller knows both are empty: the table is then not touched at all.
-    """
+    """Rows to insert or update (`upserts`) and keys to delete (`deletes`, a `path` column), merged by path."""
 
     upserts: DataFrame
     deletes: DataFrame
-    none: bool = False
-
-
-@dataclass(frozen=True)
-class Replacement:
-    """Every row of a table, replaced; `made_from` names the sources, so the same sources are not written twice.
-
-    `rows` is None when the caller knows the table was already made from these sources.
-    """
-
-    rows: DataFrame | None
-    made_from: dict
 
 
 @dataclass(frozen=True)
 class Commit:
-    """What a write did: the table version it made (None when there was nothing to write) and its counts."""
+    """What a write left: the table's state after it, whether this write made a version, and what it wrote."""
 
-    version: int | None
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: bool = False
+    state: TableState
+    committed: bool
+    metrics: dict[str, int]
+
+
+def write_metrics(state: TableState) -> dict[str, int]:
+    """Rows and bytes a commit wrote and removed, from Delta's operation metrics (a merge's or a write's)."""
+    m = state.operation_metrics
+    return {
+        "inserted": m.get("numTargetRowsInserted", m.get("numOutputRows", 0)),
+        "updated": m.get("numTargetRowsUpdated", 0),
+        "deleted": m.get("numTargetRowsDeleted", 0),
+        "files_added": m.get("numTargetFilesAdded", m.get("numFiles", 0)),
+        "files_removed": m.get("numTargetFilesRemoved", m.get("numRemovedFiles", 0)),
+        "bytes_added": m.get("numTargetBytesAdded", m.get("numOutputBytes", 0)),
+        "bytes_removed": m.get("numTargetBytesRemoved", m.get("numRemovedBytes", 0)),
+    }
+
+
+NOTHING_WRITTEN = dict.fromkeys(
+    ("inserted", "updated", "deleted", "files_added", "files_removed", "bytes_added", "bytes_removed"), 0
+)
 
 
 def exists(spark: SparkSession, path: str) -> bool:
@@ -75,80 +88,69 @@ def read(spark: SparkSession, path: str, version: int | None = None) -> DataFram
     return (reader.option("versionAsOf", version) if version is not None else reader).load(path)
 
 
-def latest_version(spark: SparkSession, path: str) -> int | None:
-    if not exists(spark, path):
-        return None
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
-
-
-def _commit_of(spark: SparkSession, path: str, tag: str) -> Commit:
-    """What the write tagged `tag` committed; no commit (the version before) if Delta found nothing to change."""
-    last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics", "userMetadata").first()
-    if last["userMetadata"] is None or json.loads(last["userMetadata"]).get("write") != tag:
-        return Commit(version=int(last["version"]), unchanged=True)
-    metrics = {name: int(value or 0) for name, value in (last["operationMetrics"] or {}).items()}
-    return Commit(
-        version=int(last["version"]),
-        inserted=metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0)),
-        updated=metrics.get("numTargetRowsUpdated", 0),
-        deleted=metrics.get("numTargetRowsDeleted", 0),
-    )
-
-
 @contextmanager
-def _tagged(spark: SparkSession, sources: dict | None) -> Iterator[str]:
-    """Tag the commits made inside the block (user metadata): the sources, and an id to know the commit by."""
+def _tagged(spark: SparkSession, made_from: Mapping | None) -> Iterator[str]:
+    """Tag the commit made inside the block (user metadata): an id to know it by, and what it was made from."""
     tag = uuid.uuid4().hex
     key = "spark.databricks.delta.commitInfo.userMetadata"
-    spark.conf.set(key, json.dumps({"write": tag, **({"made_from": sources} if sources is not None else {})}))
+    spark.conf.set(key, json.dumps({"write": tag, **({"made_from": made_from} if made_from is not None else {})}))
     try:
         yield tag
     finally:
         spark.conf.unset(key)
 
 
-def rows(spark: SparkSession, path: str) -> int:
-    """The table's row count, from its files' statistics (no data read)."""
-    table = read(spark, path)
-    return table.count() if table is not None else 0
+def _after(path: str, options: Mapping[str, str], tag: str) -> Commit:
+    state = table_state(path, options)
+    if state is None:
+        raise FileNotFoundError(f"no Delta table at {path} after writing it")
+    committed = state.user_metadata.get("write") == tag
+    return Commit(state, committed, write_metrics(state) if committed else dict(NOTHING_WRITTEN))
 
 
-def made_from(spark: SparkSession, path: str) -> dict | None:
-    """The sources the latest version's rows were made from (its commit's user metadata), if recorded."""
-    if not exists(spark, path):
-        return None
-    recorded = DeltaTable.forPath(spark, path).history(1).select("userMetadata").first()[0]
-    return json.loads(recorded).get("made_from") if recorded else None
+def create(spark: SparkSession, path: str, schema, options: Mapping[str, str]) -> None:
+    """An empty table clustered by path, with the project's properties."""
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).clusterBy(CLUSTER_BY)
+    for name, value in PROPERTIES.items():
+        builder = builder.property(name, value)
+    builder.execute()
 
 
-def overwrite(spark: SparkSession, path: str, rows: DataFrame, sources: dict | None = None) -> Commit:
+def overwrite(
+    spark: SparkSession, path: str, rows: DataFrame, made_from: Mapping | None, options: Mapping[str, str]
+) -> Commit:
     """Replace the table's rows (and schema) with `rows` in one commit; create the table if needed."""
     writer = rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     for name, value in PROPERTIES.items():
         writer = writer.option(name, value)
-    with _tagged(spark, sources) as tag:
+    with _tagged(spark, made_from) as tag:
         writer.save(path)
-    return _commit_of(spark, path, tag)
+    return _after(path, options, tag)
 
 
-def merge(spark: SparkSession, path: str, changes: Changes, key: str = "path") -> Commit:
+def merge(
+    spark: SparkSession,
+    path: str,
+    changes: Changes,
+    options: Mapping[str, str],
+    made_from: Mapping | None = None,
+    key: str = "path",
+) -> Commit:
     """Upsert `changes.upserts` and delete the keys of `changes.deletes` (those not upserted), in one commit.
 
     Nothing to change makes no commit (Delta skips it). A table that does not exist
-    yet is created from the upserts.
+    yet is created (clustered by path) first.
     """
     upserts = changes.upserts
     if not exists(spark, path):
-        return overwrite(spark, path, upserts)
-    if changes.none:
-        return Commit(version=latest_version(spark, path), unchanged=True)
+        create(spark, path, upserts.schema, options)
     columns = upserts.columns
     deletes = changes.deletes.select(key).withColumn(_DELETE, F.lit(True))
     # A key both upserted and deleted is upserted: its delete row is dropped, so no key matches twice.
     source = upserts.withColumn(_DELETE, F.lit(False)).unionByName(
         deletes.join(upserts.select(key), key, "left_anti"), allowMissingColumns=True
     )
-    with _tagged(spark, None) as tag:
+    with _tagged(spark, made_from) as tag:
         (
             DeltaTable.forPath(spark, path)
             .alias("t")
@@ -158,7 +160,7 @@ def merge(spark: SparkSession, path: str, changes: Changes, key: str = "path") -
             .whenNotMatchedInsert(condition=f"NOT s.{_DELETE}", values={c: f"s.`{c}`" for c in columns})
             .execute()
         )
-    return _commit_of(spark, path, tag)
+    return _after(path, options, tag)
 
 
 def changes(spark: SparkSession, path: str, after_version: int, up_to_version: int) -> DataFrame:
@@ -167,7 +169,11 @@ def changes(spark: SparkSession, path: str, after_version: int, up_to_version: i
     return reader.option("startingVersion", after_version + 1).option("endingVersion", up_to_version).load(path)
 
 
-def vacuum(spark: SparkSession, path: str, version: int) -> None:
-    """Every `VACUUM_EVERY` versions, delete the files no version within the retention needs."""
-    if version > 0 and version % VACUUM_EVERY == 0:
-        DeltaTable.forPath(spark, path).vacuum(RETENTION_HOURS)
+def maintain(spark: SparkSession, path: str, version: int) -> None:
+    """Every `MAINTAIN_EVERY` versions: cluster and compact new files (OPTIMIZE), then vacuum what no version
+    within the retention needs. OPTIMIZE changes no data (its commit is not a change in the change feed)."""
+    if version > 0 and version % MAINTAIN_EVERY == 0:
+        table = DeltaTable.forPath(spark, path)
+        if "clustering" in set(spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["tableFeatures"] or []):
+            table.optimize().executeCompaction()
+        table.vacuum(RETENTION_HOURS)

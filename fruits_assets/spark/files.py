@@ -1,104 +1,131 @@
-"""Outputs written through Hadoop's FileSystem, so they work on any Spark storage, and replaced atomically.
+"""One CSV file from a table, written by parallel tasks and joined once, judged before it replaces the last one.
 
-Every output is written beside its destination under a staging name, then
-swapped in by renames: a run killed while writing leaves the previous output
-intact. On a file system (local, HDFS) a rename is atomic, so a reader sees the
-previous output or the new one, never half of one; on S3 a file is one object
-(atomic too) but renaming a dataset copies it object by object. Leftovers of a
-killed run are cleared (or, if the kill fell between the two renames, the
-previous output restored) by the next write or read. One run at a time writes
-a given storage root.
+Spark's tasks write the rows as CSV parts (no header) in a staging folder beside the
+destination, in the table's order (the parts of an ordered DataFrame are ordered
+ranges). What the write produced (rows, values that are not finite) is observed as
+it goes; only if the caller's check accepts it are the parts joined once, header
+first, into the destination: on a file system into a file beside it then renamed
+over it, on S3 as one multipart upload completed onto the key (atomic, like any
+PUT). A rejected or interrupted write leaves the previous file in place, and its
+staging folder is removed by the next write.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from pyspark.sql import DataFrame, Observation
+from pyspark.sql import functions as F
 
-STAGING, RETIRED = ".staging-", ".retired-"
-
-
-def _hadoop_fs(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    return hpath.getFileSystem(conf), hpath
+STAGING = ".staging-"
+BLOCK = 8 * 2**20  # bytes per read of a part, and per uploaded part on S3 (S3's least is 5 MiB)
 
 
-def path_exists(spark: SparkSession, path: str) -> bool:
-    fs, hpath = _hadoop_fs(spark, path)
-    return bool(fs.exists(hpath))
+@dataclass(frozen=True)
+class Produced:
+    """What a CSV write produced, observed while the parts were written."""
+
+    columns: list[str]
+    rows: int
+    not_finite: int
 
 
-def recover_interrupted(spark: SparkSession, dest: str) -> None:
-    """Clear what a killed write left beside `dest`; restore the previous output if `dest` went missing."""
-    fs, dest_path = _hadoop_fs(spark, dest)
-    parent = dest_path.getParent()
+def _fs(uri: str):
+    return fsspec.core.url_to_fs(uri)
+
+
+def clear_staging(dest: str) -> None:
+    """Remove what an interrupted write left beside `dest`."""
+    fs, path = _fs(dest)
+    parent, name = path.rsplit("/", 1)
     if not fs.exists(parent):
         return
-    name = dest_path.getName()
-    statuses = sorted(fs.listStatus(parent), key=lambda s: s.getModificationTime())
-    siblings = [s.getPath() for s in statuses]
-    retired = [p for p in siblings if p.getName().startswith(name + RETIRED)]
-    if retired and not fs.exists(dest_path):
-        fs.rename(retired.pop(), dest_path)
-    for leftover in retired + [p for p in siblings if p.getName().startswith(name + STAGING)]:
-        fs.delete(leftover, True)
+    fs.invalidate_cache(parent)
+    for entry in fs.ls(parent, detail=False):
+        if entry.rstrip("/").rsplit("/", 1)[-1].startswith(name + STAGING):
+            fs.rm(entry, recursive=True)
 
 
-def replace_atomically(spark: SparkSession, dest: str, write: Callable[[str], None]) -> None:
-    """Call `write(staging)` for a path beside `dest`, then swap the result in as `dest`."""
-    recover_interrupted(spark, dest)
-    token = uuid.uuid4().hex
-    staging = f"{dest}{STAGING}{token}"
-    write(staging)
-    fs, dest_path = _hadoop_fs(spark, dest)
-    _, staging_path = _hadoop_fs(spark, staging)
-    _, retired_path = _hadoop_fs(spark, f"{dest}{RETIRED}{token}")
-    had_previous = bool(fs.exists(dest_path))
-    if had_previous and not fs.rename(dest_path, retired_path):
-        raise RuntimeError(f"could not move the previous {dest} aside")
-    if not fs.rename(staging_path, dest_path):
-        raise RuntimeError(f"could not move {staging} to {dest}")
-    if had_previous:
-        fs.delete(retired_path, True)
+def _parts(folder: str) -> list[str]:
+    fs, path = _fs(folder)
+    fs.invalidate_cache(path)
+    return sorted(p for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
 
 
-def write_parquet(spark: SparkSession, rows: DataFrame, dest: str) -> None:
-    """`rows` as a Parquet dataset at `dest`, replacing any previous one atomically."""
-    replace_atomically(spark, dest, lambda staging: rows.write.parquet(staging))
+def _blocks(header: bytes, parts: list[str], fs) -> Iterator[bytes]:
+    yield header
+    for part in parts:
+        with fs.open(part, "rb") as file:
+            while block := file.read(BLOCK):
+                yield block
 
 
-def write_single_csv(spark: SparkSession, rows: DataFrame, dest: str) -> None:
-    """Write `rows` as one RFC 4180 CSV file at `dest`, with a header, in the DataFrame's order.
+def _join(dest: str, blocks: Iterator[bytes], encryption: dict[str, str]) -> int:
+    """Write `blocks` as the file `dest`, replacing it in one step; its size."""
+    fs, path = _fs(dest)
+    size = 0
+    if isinstance(fs, LocalFileSystem):
+        folder = os.path.dirname(path)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", delete=False) as file:
+            for block in blocks:
+                file.write(block)
+                size += len(block)
+        os.chmod(file.name, 0o644)
+        os.replace(file.name, path)
+        return size
+    with fs.open(path, "wb", block_size=BLOCK, **encryption) as file:  # one multipart upload, completed at close
+        for block in blocks:
+            file.write(block)
+            size += len(block)
+    return size
 
-    Spark writes a folder of part files; the one part is then swapped in as `dest`.
+
+def write_csv(
+    rows: DataFrame,
+    dest: str,
+    accept: Callable[[Produced], bool],
+    before_replacing: Callable[[], None],
+    encryption: dict[str, str],
+) -> tuple[Produced, int | None]:
+    """`rows` as one RFC 4180 CSV at `dest` (header first, in the DataFrame's order), if `accept` approves what
+    the write produced. Returns that, and the file's size (None when it was refused and `dest` left as it was).
+
     Quotes are doubled (not backslash-escaped) and white space is kept, so
     `pandas.read_csv` reads back exactly what was written.
     """
+    clear_staging(dest)
+    folder = f"{dest}{STAGING}{uuid.uuid4().hex}"
+    numbers = [c for c, kind in rows.dtypes if kind in ("double", "float")]
+    bad = [F.count_if(F.isnan(c) | (F.abs(F.col(c)) == float("inf"))) for c in numbers]
+    observed = Observation("csv")
+    measured = rows.observe(
+        observed, F.count(F.lit(1)).alias("rows"), (sum(bad[1:], bad[0]) if bad else F.lit(0)).alias("not_finite")
+    )
+    (
+        measured.write.option("header", "false")
+        .option("quote", '"')
+        .option("escape", '"')
+        .option("ignoreLeadingWhiteSpace", "false")
+        .option("ignoreTrailingWhiteSpace", "false")
+        .csv(folder)
+    )
+    produced = Produced(rows.columns, int(observed.get["rows"]), int(observed.get["not_finite"]))
+    fs, _ = _fs(folder)
+    try:
+        if not accept(produced):
+            return produced, None
+        header = (",".join(_quoted(c) for c in rows.columns) + "\n").encode()
+        before_replacing()
+        return produced, _join(dest, _blocks(header, _parts(folder), fs), encryption)
+    finally:
+        fs.rm(_fs(folder)[1], recursive=True)
 
-    def write(staging: str) -> None:
-        folder = f"{staging}.parts"
-        (
-            rows.coalesce(1)
-            .write.option("header", "true")
-            .option("quote", '"')
-            .option("escape", '"')
-            .option("ignoreLeadingWhiteSpace", "false")
-            .option("ignoreTrailingWhiteSpace", "false")
-            .csv(folder)
-        )
-        fs, folder_path = _hadoop_fs(spark, folder)
-        parts = [s.getPath() for s in fs.listStatus(folder_path) if s.getPath().getName().startswith("part-")]
-        if len(parts) != 1:
-            raise RuntimeError(f"expected one CSV part under {folder}, found {len(parts)}")
-        _, staging_path = _hadoop_fs(spark, staging)
-        # A local file system's checksum would follow the part and sit beside the CSV as `.name.crc`.
-        fs.delete(parts[0].getParent().suffix(f"/.{parts[0].getName()}.crc"), False)
-        if not fs.rename(parts[0], staging_path):
-            raise RuntimeError(f"could not move {parts[0]} to {staging}")
-        fs.delete(folder_path, True)
 
-    replace_atomically(spark, dest, write)
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"' if any(ch in name for ch in ',"\n\r') else name

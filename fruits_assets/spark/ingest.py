@@ -78,6 +78,8 @@ class IngestCounters:
     read_seconds: Accumulator
     decode_seconds: Accumulator
     model_seconds: Accumulator
+    read_retries: Accumulator
+    read_failures: Accumulator
     started: Accumulator
     finished: Accumulator
 
@@ -89,6 +91,8 @@ class IngestCounters:
             sc.accumulator(0.0),
             sc.accumulator(0.0),
             sc.accumulator(0.0),
+            sc.accumulator(0),
+            sc.accumulator(0),
             sc.accumulator(float("inf"), _Earliest()),
             sc.accumulator(float("-inf"), _Latest()),
         )
@@ -99,6 +103,8 @@ class IngestCounters:
         self.read_seconds.add(timings.read_seconds)
         self.decode_seconds.add(timings.decode_seconds)
         self.model_seconds.add(timings.model_seconds)
+        self.read_retries.add(timings.read_retries)
+        self.read_failures.add(timings.read_failures)
         self.finished.add(time.time())
 
     def values(self) -> dict[str, float]:
@@ -109,6 +115,8 @@ class IngestCounters:
             "read_seconds": self.read_seconds.value,
             "decode_seconds": self.decode_seconds.value,
             "model_seconds": self.model_seconds.value,
+            "read_retries": self.read_retries.value,
+            "reads_failed": self.read_failures.value,
             "stage_seconds": self.finished.value - self.started.value if files else 0.0,
         }
 

@@ -1,4 +1,18 @@
-"""What a run has to read: the listed files whose version or recipe changed since they were screened, and the gone."""
+"""What a run has to read, in which chunks: every listed file not consistently screened already, and the gone.
+
+A file is done when its rows across the three tables agree with its listing: it is
+in `labeled_images` (its stamp and recipe current) with features of the current
+featurizer and the same hash, and not rejected; or it is in `rejected_images` (stamp
+and recipe current, a verdict on its bytes rather than a failed read) and in neither
+of the others. Anything else listed is read again: a new or changed file, one a
+killed run left half-committed, one whose read failed last time. Paths that any
+table holds and the listing no longer does are gone. The plan compares the tables at
+the versions it read them at, so what it decided does not move while chunks commit.
+
+The files to read are cut into chunks of about `chunk_files`, contiguous ranges of
+paths in order: each is featurized and committed on its own, so a long first run
+keeps what it committed and the next run, planning again, goes on from there.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +20,75 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import reduce
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 FILES_PER_TASK = 1024  # tasks in multiples of the cores: even load; few, as each task start costs ~0.2 s idle per core
+SAMPLE_PER_CHUNK = 64  # paths sampled per chunk to place the boundaries between chunks
+RETRIED_REASON = "unreadable"
+LISTING_ERROR = "error:"  # a stamp that is the listing's error: a verdict of the listing, not a failed read
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Paths in [`first`, `after`): None at either end means unbounded."""
+
+    first: str | None
+    after: str | None
+
+    def condition(self) -> Column:
+        path = F.col("path")
+        bounds = [path >= self.first if self.first is not None else None, path < self.after if self.after else None]
+        kept = [b for b in bounds if b is not None]
+        return kept[0] & kept[1] if len(kept) == 2 else kept[0] if kept else F.lit(True)
 
 
 @dataclass(frozen=True)
 class IngestPlan:
-    """`todo`: the raw rows to read (spread over `tasks`); `gone`: paths screened before and no longer listed."""
+    """`todo`: the raw rows to read, in `chunks`; `gone`: paths some table holds that are no longer listed.
+
+    `touched` is every path this run changes (read or gone); `before` is what
+    `labeled_images` held for them when planned, to update the label counts and the
+    hashes' labels by the change.
+    """
 
     todo: DataFrame
     gone: DataFrame
+    touched: DataFrame
+    before: DataFrame
     todo_count: int
+    listed: int
     kept: int
     removed: int
-    tasks: int
+    chunks: list[Chunk]
+    duplicated: int
+
+    def release(self) -> None:
+        for frame in (self.todo, self.gone, self.touched, self.before):
+            frame.unpersist()
 
 
 def task_count(slots: int, files: int, per_task: int = FILES_PER_TASK) -> int:
     """Tasks in a multiple of the cores, each with at most about `per_task` files."""
     return slots * max(1, math.ceil(files / (slots * per_task)))
+
+
+def done_condition(recipe: str, featurizer: str) -> Column:
+    """Whether a listed file's rows (columns `l_*`, `r_*`, `f_*` joined to the listing) say it is done."""
+    stamp = F.col("stamp")
+    labeled = (F.col("l_stamp") == stamp) & (F.col("l_recipe") == recipe)
+    featurized = (F.col("f_featurizer") == featurizer) & (F.col("f_hash") == F.col("l_hash"))
+    verdict = (F.col("r_reason") != RETRIED_REASON) | stamp.startswith(LISTING_ERROR)
+    rejected = (F.col("r_stamp") == stamp) & (F.col("r_recipe") == recipe) & verdict
+    accepted_done = labeled & featurized & F.col("r_stamp").isNull() & F.col("r_reason").isNull()
+    rejected_done = rejected & F.col("l_stamp").isNull() & F.col("f_featurizer").isNull()
+    return F.coalesce(accepted_done | rejected_done, F.lit(False))
+
+
+def _empty(spark: SparkSession, schema: str) -> DataFrame:
+    return spark.createDataFrame([], schema)
 
 
 def plan_ingest(
@@ -37,34 +97,87 @@ def plan_ingest(
     labeled: DataFrame | None,
     rejected: DataFrame | None,
     features: DataFrame | None,
+    listed_rows: int,
     recipe: str,
+    featurizer: str,
+    chunk_files: int,
 ) -> IngestPlan:
-    """Compare the listing with what was screened: a file is done if its stamp and recipe match, and, when it
-    was labeled, its features are stored. Everything else listed is read again; what is gone, removed.
-
-    One Spark job counts all three; the columns read are paths, stamps and recipes, never features.
-    """
-    screened = [t.select("path", "stamp", "recipe") for t in (labeled, rejected) if t is not None]
-    empty = spark.createDataFrame([], "path string, stamp string, recipe string")
-    before = reduce(DataFrame.unionByName, screened, empty)
-    if labeled is not None:
-        stored = features.select("path").distinct() if features is not None else empty.select("path")
-        unfeaturized = labeled.select("path").join(stored, "path", "left_anti").withColumn("unfeaturized", F.lit(True))
-        before = before.join(unfeaturized, "path", "left").filter(F.col("unfeaturized").isNull()).drop("unfeaturized")
-    done = before.filter(F.col("recipe") == recipe).select("path", "stamp", F.lit(True).alias("done")).distinct()
-    listed = raw.select("path", "stamp", F.lit(True).alias("listed"))
-    counts = (
-        listed.join(done, ["path", "stamp"], "left")
-        .agg(F.count("*").alias("listed"), F.count_if(F.col("done").isNull()).alias("todo"))
-        .first()
+    """Compare the listing (`listed_rows` files) with the three tables, each read at a fixed version: what to read,
+    in which chunks. A table holding a path twice shows as `duplicated` rows (the join multiplies them)."""
+    lab = (
+        labeled.select(
+            "path",
+            F.col("stamp").alias("l_stamp"),
+            F.col("recipe").alias("l_recipe"),
+            F.col("content_hash").alias("l_hash"),
+        )
+        if labeled is not None
+        else _empty(spark, "path string, l_stamp string, l_recipe string, l_hash string")
     )
-    # Computed once each (checkpointed): the commits that follow read them again, three tables' worth.
-    gone = before.select("path").distinct().join(listed.select("path"), "path", "left_anti").localCheckpoint()
+    rej = (
+        rejected.select(
+            "path",
+            F.col("stamp").alias("r_stamp"),
+            F.col("recipe").alias("r_recipe"),
+            F.col("reason").alias("r_reason"),
+        )
+        if rejected is not None
+        else _empty(spark, "path string, r_stamp string, r_recipe string, r_reason string")
+    )
+    feat = (
+        features.select("path", F.col("featurizer").alias("f_featurizer"), F.col("content_hash").alias("f_hash"))
+        if features is not None
+        else _empty(spark, "path string, f_featurizer string, f_hash string")
+    )
+    status = (
+        raw.join(lab, "path", "left")
+        .join(rej, "path", "left")
+        .join(feat, "path", "left")
+        .withColumn("_done", done_condition(recipe, featurizer))
+    )
+    counted = Observation("plan")
+    todo = (
+        status.observe(counted, F.count(F.lit(1)).alias("rows"), F.count_if(~F.col("_done")).alias("todo"))
+        .filter(~F.col("_done"))
+        .select(*raw.columns)
+        .persist(StorageLevel.DISK_ONLY)
+    )
+    todo.count()
+    counts = counted.get
+    held = lab.select("path").unionByName(rej.select("path")).unionByName(feat.select("path")).distinct()
+    gone = held.join(raw.select("path"), "path", "left_anti").persist(StorageLevel.DISK_ONLY)
     removed = gone.count()
-    todo_count = int(counts["todo"])
-    tasks = task_count(spark.sparkContext.defaultParallelism, todo_count)
-    todo = raw.join(done, ["path", "stamp"], "left_anti").localCheckpoint().repartition(tasks)
-    return IngestPlan(todo, gone, todo_count, int(counts["listed"]) - todo_count, removed, tasks)
+    touched = todo.select("path").unionByName(gone).persist(StorageLevel.DISK_ONLY)
+    before = (
+        labeled.select("path", "label", "split", "content_hash").join(touched, "path", "left_semi")
+        if labeled is not None
+        else _empty(spark, "path string, label string, split string, content_hash string")
+    ).persist(StorageLevel.DISK_ONLY)
+    todo_count, rows = int(counts["todo"]), int(counts["rows"])
+    return IngestPlan(
+        todo=todo,
+        gone=gone,
+        touched=touched,
+        before=before,
+        todo_count=todo_count,
+        listed=listed_rows,
+        kept=listed_rows - todo_count,
+        removed=removed,
+        chunks=chunk_ranges(todo, todo_count, chunk_files),
+        duplicated=rows - listed_rows,
+    )
+
+
+def chunk_ranges(todo: DataFrame, count: int, chunk_files: int) -> list[Chunk]:
+    """About `count / chunk_files` contiguous path ranges of similar size, from a sample of the paths."""
+    chunks = max(1, math.ceil(count / chunk_files))
+    if chunks == 1:
+        return [Chunk(None, None)]
+    fraction = min(1.0, SAMPLE_PER_CHUNK * chunks / count)
+    sample = sorted(r["path"] for r in todo.select("path").sample(fraction=fraction, seed=0).collect())
+    bounds = sorted({sample[len(sample) * i // chunks] for i in range(1, chunks)}) if sample else []
+    edges: list[str | None] = [None, *bounds, None]
+    return [Chunk(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
 
 @contextmanager

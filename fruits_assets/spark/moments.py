@@ -1,9 +1,15 @@
 """The feature matrix's count, sums and cross-products: all StandardScaler and PCA need, kept up to date.
 
 The scaler's mean and standard deviation and PCA's covariance are exact functions of
-n, Σx and ΣxxᵀΣ: kept with the table version they summarize, they are updated with
-the rows later versions added and removed (the table's change data feed), so a
-refit after a 1% change reads 1% of the rows. Sums are float64 over float32 features.
+n, Σx and Σxxᵀ. Kept with the identity of the table version they summarize (Delta's
+table id and version), they are updated with the rows later versions added and
+removed (the table's change data feed), so a refit after a 1% change reads 1% of the
+rows. Sums are float64 over float32 features.
+
+Each partition sums its rows with one matrix product in a Python worker, reading
+the features straight from Arrow buffers; the partitions' sums are added on the
+executors, in a tree (`treeReduce`), so the driver receives one 1280x1280 matrix
+whatever the number of rows or partitions.
 """
 
 from __future__ import annotations
@@ -13,25 +19,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType, StructField, StructType
 
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 
 ADDED = ("insert", "update_postimage")
 REMOVED = ("delete", "update_preimage")
+TREE_DEPTH = 2
 
 
 @dataclass(frozen=True)
 class Moments:
-    """n, Σx and Σxxᵀ of the feature rows of one table version."""
+    """n, Σx and Σxxᵀ of the feature rows of one table version (`table`: its id and version, when known)."""
 
     count: int
     sums: np.ndarray
     cross: np.ndarray
-    version: int | None = None
+    table: dict | None = None
 
     @classmethod
     def zero(cls, dim: int = FEATURE_DIM) -> Moments:
@@ -40,52 +47,62 @@ class Moments:
     def __add__(self, other: Moments) -> Moments:
         return Moments(self.count + other.count, self.sums + other.sums, self.cross + other.cross)
 
-    def __sub__(self, other: Moments) -> Moments:
-        return Moments(self.count - other.count, self.sums - other.sums, self.cross - other.cross)
-
-    def at(self, version: int | None) -> Moments:
-        return Moments(self.count, self.sums, self.cross, version)
+    def of(self, table: dict) -> Moments:
+        return Moments(self.count, self.sums, self.cross, dict(table))
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
+        table = self.table or {}
         np.savez(
             buffer,
             count=self.count,
             sums=self.sums,
             cross=self.cross,
-            version=-1 if self.version is None else self.version,
+            table_id=str(table.get("table_id", "")),
+            version=int(table.get("version", -1)),
         )
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Moments:
         with np.load(io.BytesIO(data)) as saved:
-            version = int(saved["version"])
-            return cls(int(saved["count"]), saved["sums"], saved["cross"], None if version < 0 else version)
+            version = int(saved["version"]) if "version" in saved.files else -1
+            table_id = str(saved["table_id"]) if "table_id" in saved.files else ""
+            table = {"table_id": table_id, "version": version} if table_id and version >= 0 else None
+            return cls(int(saved["count"]), saved["sums"], saved["cross"], table)
+
+
+def matrix(column: pa.Array, dim: int = FEATURE_DIM) -> np.ndarray:
+    """A column of `dim`-long float lists as an (n, dim) float64 matrix, read from the Arrow buffers."""
+    lengths = pc.list_value_length(column)
+    if len(column) and (column.null_count or pc.min(lengths).as_py() != dim or pc.max(lengths).as_py() != dim):
+        raise ValueError(f"feature rows must hold {dim} values each")
+    return pc.list_flatten(column).to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float64)
 
 
 def moments_of(features: DataFrame, sign: str | None = None, dim: int = FEATURE_DIM) -> Moments:
-    """The moments of the `features` column, each row counted +1 (or by the ±1 column `sign`), in one Spark job.
-
-    Each partition sums its rows with one matrix product in a Python worker; the
-    driver adds the partitions' sums.
-    """
+    """The moments of the `features` column, each row counted +1 (or by the ±1 column `sign`), in one Spark job."""
     signed = features.select("features", (F.col(sign) if sign else F.lit(1.0)).cast("double").alias("sign"))
 
-    def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        total = Moments.zero(dim)
+    def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        count, sums, cross = 0, np.zeros(dim), np.zeros((dim, dim))
         for batch in batches:
-            if len(batch):
-                x = np.stack(batch["features"].to_numpy()).astype(np.float64)
-                w = batch["sign"].to_numpy()
-                total = total + Moments(int(w.sum()), w @ x, (x * w[:, None]).T @ x)
-        yield pd.DataFrame({"moments": [total.to_bytes()]})
+            if batch.num_rows:
+                x = matrix(batch.column("features"), dim)
+                w = batch.column("sign").to_numpy()
+                count, sums, cross = count + int(w.sum()), sums + w @ x, cross + (x * w[:, None]).T @ x
+        yield pa.RecordBatch.from_pydict({"moments": [Moments(count, sums, cross).to_bytes()]})
 
-    parts = signed.mapInPandas(partial, StructType([StructField("moments", BinaryType())])).collect()
-    total = Moments.zero(dim)
-    for row in parts:
-        total = total + Moments.from_bytes(bytes(row["moments"]))
-    return total
+    parts = signed.mapInArrow(partial, "moments binary").rdd.map(lambda row: bytes(row["moments"]))
+    total = parts.treeAggregate(None, _add, _add, depth=TREE_DEPTH)
+    return Moments.from_bytes(total) if total is not None else Moments.zero(dim)
+
+
+def _add(a: bytes | None, b: bytes | None) -> bytes | None:
+    """Two partial sums added, on an executor (None: nothing summed yet)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return (Moments.from_bytes(a) + Moments.from_bytes(b)).to_bytes()
 
 
 def change_moments(changes: DataFrame, dim: int = FEATURE_DIM) -> Moments:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pyspark import SparkContext
 from pyspark.ml import PipelineModel
 from pyspark.ml.common import _py2java
@@ -21,7 +21,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import DenseMatrix, DenseVector
 from pyspark.sql import DataFrame
 
-from fruits_assets.spark.moments import Moments
+from fruits_assets.spark.moments import Moments, matrix
 
 VECTOR_COL, SCALED_COL, PCA_COL = "vector", "scaled", "pca"
 ID_COLUMNS = ["path", "label", "split"]
@@ -115,8 +115,9 @@ def project(model: PipelineModel, features: DataFrame) -> DataFrame:
     """`path, label, split, pc_1 … pc_k` (float64): each row through the model's scaler and components.
 
     What MLlib's `transform` computes (a feature of zero deviation scales to 0), as one
-    matrix product per Arrow batch in the Python workers, instead of a vector per row
-    through three transformers and k column extractions.
+    matrix product per Arrow batch in the Python workers, the features read straight
+    from Arrow's buffers, instead of a vector per row through three transformers and k
+    column extractions.
     """
     scaler, pca = model.stages
     mean, std = scaler.mean.toArray(), scaler.std.toArray()
@@ -125,10 +126,11 @@ def project(model: PipelineModel, features: DataFrame) -> DataFrame:
     names = [f"pc_{i + 1}" for i in range(components.shape[1])]
     schema = ", ".join([*(f"{c} string" for c in ID_COLUMNS), *(f"{n} double" for n in names)])
 
-    def batches(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def batches(frames: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for frame in frames:
-            x = np.stack(frame["features"].to_numpy()).astype(np.float64) if len(frame) else np.empty((0, len(mean)))
+            x = matrix(frame.column("features"), len(mean)) if frame.num_rows else np.empty((0, len(mean)))
             pcs = ((x - mean) * scale) @ components
-            yield pd.concat([frame[ID_COLUMNS].reset_index(drop=True), pd.DataFrame(pcs, columns=names)], axis=1)
+            columns = [frame.column(c) for c in ID_COLUMNS] + [pa.array(pcs[:, i]) for i in range(len(names))]
+            yield pa.RecordBatch.from_arrays(columns, names=ID_COLUMNS + names)
 
-    return features.select(*ID_COLUMNS, "features").mapInPandas(batches, schema)
+    return features.select(*ID_COLUMNS, "features").mapInArrow(batches, schema)

@@ -40,8 +40,9 @@ def progress_lines(done: Callable[[], int], total: int, log: Callable[[str], Non
     def report() -> None:
         while not stop.wait(every):
             count, seconds = done(), time.perf_counter() - began
-            share = 100 * count / max(total, 1)
-            log(f"read and featurized {count}/{total} files ({share:.0f}%), {count / seconds:.1f} files/s")
+            share, rate = 100 * count / max(total, 1), count / seconds
+            left = f", about {(total - count) / rate / 60:.1f} min left" if rate > 0 else ""
+            log(f"read and featurized {count}/{total} files ({share:.0f}%), {rate:.1f} files/s{left}")
 
     reporter = threading.Thread(target=report, name="featurization-progress", daemon=True)
     reporter.start()

@@ -1,43 +1,78 @@
-"""Accounting for every file: each raw file in exactly one part of each partition of the outputs, in one job."""
+"""Accounting for every file, at the cost of the change: what a run touched is verified, the rest was already.
+
+A run's plan finds every listed file whose rows across the tables disagree and reads
+it again (`ingest_plan.py`): every file it leaves alone was consistent and stays so,
+since the run's merges touch only the paths it read or found gone. So after the
+commits, checking those touched paths, together with the tables' row counts from
+their logs, says exactly what a full join of every table would: each listed file
+labeled or rejected exactly once, each labeled one featurized, nothing else held.
+"""
 
 from __future__ import annotations
 
-from functools import reduce
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 
-def reconcile(
-    raw: DataFrame, parts: dict[str, DataFrame], partitions: dict[str, tuple[str, ...]]
-) -> dict[str, dict[str, int]]:
-    """For each partition (a name and the parts that should split the raw files between them), its counts.
+@dataclass(frozen=True)
+class Totals:
+    """Row counts of the four tables' versions, from their logs."""
 
-    `missing`: raw files in none of its parts; `unexpected`: part rows for no raw file;
-    `duplicated`: paths in more than one of its parts, or twice in one. Every part's
-    row count is given too. One Spark job: the join and every count in one aggregation.
-    """
-    tagged = reduce(
-        DataFrame.unionByName, [frame.select("path", F.lit(name).alias("part")) for name, frame in parts.items()]
-    )
-    per_path = tagged.groupBy("path").agg(*(F.count_if(F.col("part") == name).alias(name) for name in parts))
-    joined = raw.select("path", F.lit(True).alias("raw")).join(per_path, "path", "full_outer")
-    aggregates = [F.count_if(F.col("raw")).alias("raw_images")]
-    aggregates += [F.coalesce(F.sum(name), F.lit(0)).alias(name) for name in parts]
-    for check, names in partitions.items():
-        times = reduce(lambda a, b: a + b, [F.coalesce(F.col(n), F.lit(0)) for n in names])
-        aggregates += [
-            F.count_if(F.col("raw") & (times == 0)).alias(f"{check}.missing"),
-            F.count_if(F.col("raw").isNull() & (times > 0)).alias(f"{check}.unexpected"),
-            F.count_if(times > 1).alias(f"{check}.duplicated"),
-        ]
-    totals = joined.agg(*aggregates).first().asDict()
-    result = {}
-    for check, names in partitions.items():
-        counts = {"raw_images": totals["raw_images"], **{n: totals[n] for n in names}}
-        counts |= {k: totals[f"{check}.{k}"] for k in ("missing", "unexpected", "duplicated")}
-        result[check] = counts
-    return result
+    raw: int
+    labeled: int
+    rejected: int
+    features: int
+
+
+def touched_counts(touched: DataFrame, raw: DataFrame, labeled: DataFrame, rejected: DataFrame, features: DataFrame):
+    """For the paths a run changed: how many are listed and in no part, in both, labeled but not featurized,
+    featurized but not labeled, or held though not listed. One Spark job, each table joined on these paths only."""
+    marks = [
+        (raw, "listed"),
+        (labeled, "labeled"),
+        (rejected, "rejected"),
+        (features, "featurized"),
+    ]
+    joined = touched.select("path").distinct()
+    for frame, name in marks:
+        rows = frame.select("path").join(touched, "path", "left_semi").groupBy("path").count()
+        joined = joined.join(rows.withColumnRenamed("count", name), "path", "left")
+    times = {name: F.coalesce(F.col(name), F.lit(0)) for _, name in marks}
+    listed = times["listed"] > 0
+    row = joined.agg(
+        F.count_if(listed).alias("touched_listed"),
+        F.count_if(listed & (times["labeled"] + times["rejected"] == 0)).alias("missing"),
+        F.count_if(~listed & (times["labeled"] + times["rejected"] + times["featurized"] > 0)).alias("unexpected"),
+        F.count_if((times["labeled"] + times["rejected"] > 1) | (times["featurized"] > 1)).alias("duplicated"),
+        F.count_if(listed & (times["labeled"] > 0) & (times["featurized"] == 0)).alias("unfeaturized"),
+        F.count_if(listed & (times["featurized"] > 0) & (times["labeled"] == 0)).alias("stray_features"),
+    ).first()
+    return {name: int(row[name] or 0) for name in row.asDict()}
+
+
+def partition_counts(totals: Totals, touched: dict[str, int], duplicated_before: int) -> dict[str, dict[str, int]]:
+    """The two partitions the blocking checks judge, as counts: listed = labeled + rejected, labeled = featured."""
+    duplicated = touched["duplicated"] + duplicated_before
+    return {
+        "labeled_images_reconcile": {
+            "raw_images": totals.raw,
+            "labeled_images": totals.labeled,
+            "rejected_images": totals.rejected,
+            "missing": touched["missing"],
+            "unexpected": touched["unexpected"],
+            "duplicated": duplicated,
+        },
+        "every_image_accounted_for": {
+            "raw_images": totals.raw,
+            "mobilenet_features": totals.features,
+            "rejected_images": totals.rejected,
+            "missing": touched["missing"] + touched["unfeaturized"],
+            "unexpected": touched["unexpected"] + touched["stray_features"],
+            "duplicated": duplicated,
+        },
+    }
 
 
 def balanced(counts: dict[str, int], names: tuple[str, ...]) -> bool:
@@ -48,12 +83,19 @@ def balanced(counts: dict[str, int], names: tuple[str, ...]) -> bool:
     )
 
 
-def label_conflicts(labeled: DataFrame, shown: int) -> tuple[int, list[dict]]:
-    """Images whose bytes (SHA-256) sit under more than one label: how many, and the first `shown`."""
-    per_hash = labeled.groupBy("content_hash").agg(
+def label_counts(labeled: DataFrame) -> dict[tuple[str | None, str], int]:
+    """Images per (split, label)."""
+    return {(r["split"], r["label"]): int(r["count"]) for r in labeled.groupBy("split", "label").count().collect()}
+
+
+def conflicts_among(labeled: DataFrame, hashes: DataFrame | None, shown_paths: int = 10) -> list[dict]:
+    """The hashes (all of them, or those of `hashes`) whose images sit under more than one label."""
+    rows = labeled if hashes is None else labeled.join(hashes.distinct(), "content_hash", "left_semi")
+    per_hash = rows.groupBy("content_hash").agg(
         F.sort_array(F.collect_set("label")).alias("labels"), F.sort_array(F.collect_list("path")).alias("paths")
     )
-    conflicts = per_hash.filter(F.size("labels") > 1).orderBy("content_hash")
-    rows = conflicts.limit(shown).collect()
-    count = conflicts.count() if len(rows) == shown else len(rows)
-    return count, [{"content_hash": r["content_hash"], "labels": r["labels"], "paths": r["paths"][:10]} for r in rows]
+    found = per_hash.filter(F.size("labels") > 1).collect()
+    return [
+        {"content_hash": r["content_hash"], "labels": list(r["labels"]), "paths": list(r["paths"][:shown_paths])}
+        for r in found
+    ]

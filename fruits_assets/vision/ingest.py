@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
@@ -21,6 +21,10 @@ from fruits_assets.vision.preprocess import decode_resized
 from fruits_assets.vision.reasons import ImageRejected, Reason
 
 NO_LABEL = "a file directly under the images root has no label folder"
+READ_ATTEMPTS = 5  # with backoff from 0.25 s: about 4 s of retries for one file before it is left for the next run
+RETRY_BACKOFF_SECONDS = 0.25
+# Failures a retry within the run cannot mend: the file is gone, is a folder, or may not be read.
+NOT_RETRIED = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 @dataclass(frozen=True)
@@ -42,16 +46,43 @@ class IngestTimings:
     read_seconds: float = 0.0
     decode_seconds: float = 0.0
     model_seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
+    read_retries: int = 0
+    read_failures: int = 0
 
 
-def read_file(path: str) -> bytes:
-    """The file's bytes; `ImageRejected(unreadable)` with the error when it cannot be read, whatever the cause."""
-    try:
-        with fsspec.open(path, "rb") as file:
-            return file.read()
-    except Exception as error:  # noqa: BLE001 - a dangling link, a vanished object, AccessDenied, EACCES: all unreadable
-        raise ImageRejected(Reason.UNREADABLE, f"{type(error).__name__}: {error}") from error
+def _read(path: str) -> bytes:
+    with fsspec.open(path, "rb") as file:
+        return file.read()
+
+
+def read_file(path: str, timings: IngestTimings | None = None, attempts: int = READ_ATTEMPTS) -> bytes:
+    """The file's bytes, or `ImageRejected(unreadable)` with the error once the read cannot succeed.
+
+    A failure outside the file (throttling, a timeout, a reset connection, an I/O
+    error) is retried with exponential backoff, `attempts` times in all; a file that
+    is gone, a folder or a refusal of access is not retried here. Either way the
+    rejection is no verdict on the bytes: `unreadable` files are read again by the
+    next run. Running out of memory is not the file's fault: it fails the task,
+    which Spark retries.
+    """
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            return _read(path)
+        except MemoryError:
+            raise
+        except NOT_RETRIED as error:
+            raise ImageRejected(Reason.UNREADABLE, f"{type(error).__name__}: {error}") from error
+        except Exception as error:  # noqa: BLE001 - S3's 503 SlowDown, a reset, EIO: all worth another try
+            last = error
+            if timings is not None:
+                timings.read_retries += 1
+            if attempt + 1 < attempts:
+                time.sleep(RETRY_BACKOFF_SECONDS * 2**attempt)
+    if timings is not None:
+        timings.read_retries -= 1  # the last attempt was a failure, not a retry
+        timings.read_failures += 1
+    raise ImageRejected(Reason.UNREADABLE, f"{type(last).__name__} after {attempts} attempts: {last}") from last
 
 
 def ingest(
@@ -87,7 +118,7 @@ def ingest(
             continue
         began = time.perf_counter()
         try:
-            content = read_file(path)
+            content = read_file(path, timings)
         except ImageRejected as rejected:
             outcomes[i] = Outcome(reason=rejected.reason, message=rejected.message)
             continue

@@ -54,6 +54,8 @@ def _checked_open(content: bytes, max_pixels: int | None) -> Image.Image:
         if kind := unsupported_kind(content):
             raise ImageRejected(Reason.UNSUPPORTED_FORMAT, f"a {kind}, not a photo ({DECODED})") from exc
         raise ImageRejected(Reason.NOT_AN_IMAGE, f"not a {DECODED} image, nor any known media") from exc
+    except MemoryError:
+        raise  # no verdict on the bytes: the task fails and is retried
     except Exception as exc:  # noqa: BLE001 - a header the parser chokes on means unusable bytes
         raise ImageRejected(_reason_of(exc, content), f"{type(exc).__name__}: {exc}") from exc
     width, height = image.size
@@ -94,6 +96,8 @@ def decoded_rgb(content: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
             try:
                 image.load()
                 return _to_rgb(image)
+            except MemoryError:
+                raise  # no verdict on the bytes: the task fails and is retried
             except Exception as exc:  # noqa: BLE001 - any failure inside a decoder means unusable bytes
                 raise ImageRejected(_reason_of(exc, content), f"{type(exc).__name__}: {exc}") from exc
 

@@ -9,11 +9,14 @@ given. Credentials come from the AWS SDK's default chain.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+CURRENT = "current.json"  # in a versioned folder: names the current version's folder
 
 
 def encryption_params(kms_key_id: str | None) -> dict[str, str]:
@@ -46,6 +49,12 @@ def write_bytes(uri: str, data: bytes, kms_key_id: str | None = None) -> None:
         fs.pipe_file(path, data, **encryption_params(kms_key_id))
 
 
+def exists(uri: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.invalidate_cache(path)
+    return bool(fs.exists(path))
+
+
 def names(uri: str) -> list[str]:
     """The names directly in the folder (or under the prefix) `uri`; none if there is nothing there."""
     fs, path = fsspec.core.url_to_fs(uri)
@@ -60,3 +69,14 @@ def remove(uri: str) -> None:
     """Delete a file or a folder and everything in it."""
     fs, path = fsspec.core.url_to_fs(uri)
     fs.rm(path, recursive=True)
+
+
+def current_files(folder: str, files: tuple[str, ...]) -> dict[str, bytes] | None:
+    """The named files of the current version of the versioned folder `folder` (its `current.json` names the
+    version's folder); None if there is no current version, or it lacks one of them."""
+    pointer = read_bytes(f"{folder}/{CURRENT}")
+    if pointer is None:
+        return None
+    version = json.loads(pointer)["folder"]
+    found = {file: read_bytes(f"{folder}/{version}/{file}") for file in files}
+    return found if all(data is not None for data in found.values()) else None  # type: ignore[return-value]

@@ -1,0 +1,94 @@
+"""The guard every run passes before its first step, and every commit passes before it writes.
+
+Before the first step: the storage root must belong to this images root (a storage
+root reused with another one would keep the old labels and splits), then the root's
+lock is taken (`lock.py`). Before every commit (a Delta commit, a model made current,
+the CSV or a small file replaced): `check()`, which refuses once the lease is lost.
+"""
+
+import json
+import time
+from typing import Any
+
+from dagster import ConfigurableResource, InitResourceContext, ResourceDependency, get_dagster_logger
+from pydantic import Field, PrivateAttr
+
+from fruits_assets.resources.locations import DataLocations
+from fruits_assets.resources.lock import RENEW_SECONDS, STALE_SECONDS, held_elsewhere, take_storage_lock
+from fruits_assets.resources.s3 import EncryptedS3Resource
+
+GUARD = "run_guard"
+ROOT_RECORD = "fruits-storage.json"
+
+
+class ImagesRootMismatch(ValueError):
+    """The storage root holds the outputs of another images root."""
+
+
+class StorageGuard(ConfigurableResource):
+    """The storage root's images root checked and its lock held for the run; `check()` before every commit.
+
+    Inside a step on EMR (`holds_lock=False`) the orchestrating run holds the lock:
+    `check()` then asks S3 whether it is still that run's, and fresh.
+    """
+
+    locations: ResourceDependency[DataLocations]
+    s3: ResourceDependency[EncryptedS3Resource]
+    holds_lock: bool = True
+    renew_seconds: float = Field(default=RENEW_SECONDS, description="Seconds between renewals of the S3 lock.")
+    stale_seconds: float = Field(default=STALE_SECONDS, description="An S3 lock older than this is taken over.")
+    pause_after_commit: str | None = Field(
+        default=None, description="A recovery drill: stop right after this commit point, to be killed there."
+    )
+    _lease: Any = PrivateAttr(default=None)
+
+    def validate_run(self, context: InitResourceContext) -> None:
+        """What a run must satisfy before anything else: nothing here; `RunGuard` checks the run config."""
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self.validate_run(context)
+        run_id = context.run_id or "a run"
+        storage = self.locations.storage_root
+        if not self.holds_lock:
+            self._lease = held_elsewhere(storage, run_id, self.s3.get_client, self.stale_seconds)
+            return
+        self._lease = take_storage_lock(storage, run_id, self.s3.get_client, self.renew_seconds, self.stale_seconds)
+        try:
+            self._check_images_root()
+        except BaseException:
+            self._lease.release()
+            self._lease = None
+            raise
+
+    def _check_images_root(self) -> None:
+        """Refuse a storage root made from another images root; record this one on a root's first run."""
+        record_path = self.locations.path_of(ROOT_RECORD)
+        recorded = self.locations.read(record_path)
+        root = self.locations.images_root
+        if recorded is None:
+            self.locations.write(record_path, json.dumps({"images_root": root}).encode())
+            return
+        before = json.loads(recorded)["images_root"]
+        if before != root:
+            raise ImagesRootMismatch(
+                f"storage root {self.locations.storage_root} holds the outputs of images root {before}, not {root} "
+                "(FRUITS_IMAGES): labels and splits come from the paths under the root, so the two cannot share "
+                "outputs. Use a new FRUITS_STORAGE for this root (or FRUITS_IMAGES=" + before + "); nothing was done"
+            )
+
+    def check(self) -> None:
+        """Raise `LeaseLost` if this run no longer holds the storage root: called before every commit."""
+        if self._lease is not None:
+            self._lease.check()
+
+    def committed(self, point: str) -> None:
+        """Called after each commit a reader sees; in a recovery drill, the run stops here to be killed."""
+        if point == self.pause_after_commit:
+            get_dagster_logger().warning(f"paused after committing {point} (FRUITS_PAUSE_AFTER_COMMIT): kill me now")
+            while True:
+                time.sleep(3600)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
