@@ -86,8 +86,8 @@ class Settings:
         default=None,
         metadata=_env(
             "FRUITS_PAUSE_AFTER_COMMIT",
-            "for recovery drills and tests: stop (sleep) right after this commit point, to be killed there; one of "
-            + ", ".join(COMMIT_POINTS),
+            "for recovery drills and tests: stop (sleep) right after this commit point (`point` or `point:n`, its "
+            "n-th commit), to be killed there; points: " + ", ".join(COMMIT_POINTS),
         ),
     )
     inside_spark_submit: bool = field(
@@ -145,8 +145,14 @@ class Settings:
             self._check_emr()
         if not self.emr_poll_seconds >= 1:
             _fail("emr_poll_seconds", f"is {self.emr_poll_seconds}; expected a number of seconds, 1 or more")
-        if self.pause_after_commit is not None and self.pause_after_commit not in COMMIT_POINTS:
-            _fail("pause_after_commit", f"is {self.pause_after_commit!r}; expected one of {', '.join(COMMIT_POINTS)}")
+        if self.pause_after_commit is not None:
+            point, _, nth = self.pause_after_commit.partition(":")
+            if point not in COMMIT_POINTS or not (nth == "" or (nth.isdigit() and int(nth) >= 1)):
+                _fail(
+                    "pause_after_commit",
+                    f"is {self.pause_after_commit!r}; expected a commit point, optionally with which of its "
+                    f"commits (mobilenet_features:3): one of {', '.join(COMMIT_POINTS)}",
+                )
         if not self.lock_renew_seconds >= 0.5:
             _fail("lock_renew_seconds", f"is {self.lock_renew_seconds}; expected a number of seconds, 0.5 or more")
         if not self.lock_stale_seconds >= 4 * self.lock_renew_seconds:

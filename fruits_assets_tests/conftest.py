@@ -196,3 +196,20 @@ def s3_options(env: dict[str, str]) -> dict[str, str]:
         "AWS_ALLOW_HTTP": "true",
         "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
     }
+
+
+def phone_model(storage: Path):
+    """The phone's model that `storage`'s `phone_model/current.json` names, run by LiteRT as the app runs it."""
+    from fruits_assets.vision.phone import LABELS_FILE, MODEL_FILE, PhoneModel
+    from fruits_assets.vision.storage import current_files
+
+    files = current_files(str(storage / "phone_model"), (MODEL_FILE, LABELS_FILE))
+    assert files is not None, f"no phone model under {storage}"
+    return PhoneModel.from_files(files[MODEL_FILE], files[LABELS_FILE])
+
+
+def table_id(location: Path | str) -> str:
+    """A Delta table's id (its log's metaData), as delta-rs reads it."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(location)).metadata().id

@@ -10,6 +10,7 @@ retries). What it did is counted, for the tests and their figures.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import socketserver
@@ -20,18 +21,21 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 SLOW_DOWN = (
-    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>"
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
 
 
 @dataclass
 class FaultPlan:
-    """Which GETs fail: a share of those whose path contains `faulty`, and the first `bursts[key]` GETs of a key."""
+    """Which requests fail: a share of the `methods` requests whose path contains `faulty`, and the first
+    `bursts[key]` of a key (after the first `after`, let through)."""
 
     faulty: str
     share: float = 0.0
     bursts: dict[str, int] = field(default_factory=dict)
+    methods: tuple[str, ...] = ("GET",)
+    after: int = 0  # requests of a faulty key let through before any fails
     seed: int = 0
     gets: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)
@@ -44,10 +48,12 @@ class FaultPlan:
     def decide(self, method: str, path: str) -> str | None:
         """None to forward the request; else "slowdown" or "reset"."""
         key = unquote(path.split("?", 1)[0])
-        if method != "GET" or self.faulty not in key:
+        if method not in self.methods or self.faulty not in key:
             return None
         with self.lock:
             self.gets[key] += 1
+            if self.gets[key] <= self.after:
+                return None
             burst = next((n for k, n in self.bursts.items() if key.endswith(k)), 0)
             fail = self.failed[key] < burst or self.random.random() < self.share
             if not fail:
@@ -79,16 +85,11 @@ def _read_head(conn: socket.socket) -> bytes:
 
 
 def _pump(source: socket.socket, target: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         while chunk := source.recv(65536):
             target.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        try:
-            target.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
 
 
 class _Handler(socketserver.BaseRequestHandler):

@@ -10,10 +10,9 @@ import pytest
 from pyspark.ml import PipelineModel
 
 from fruits_assets.spark.classifier import Evaluation, probabilities, train_test, with_class
-from fruits_assets.vision.phone import PhoneModel
 from fruits_assets.vision.preprocess import decode_resized
 
-from .conftest import run_graph, write_tree
+from .conftest import phone_model, run_graph, write_tree
 
 FRUITS = Path(sys.executable).with_name("fruits")
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40), "Kiwi 1": (120, 100, 40)}
@@ -72,10 +71,7 @@ def test_the_classifier_is_trained_on_training_tested_on_test_and_its_figures_sh
 
 def test_the_phone_model_agrees_with_the_spark_model_on_every_test_image(trained, spark):
     root, storage, _ = trained
-    phone = PhoneModel.from_files(
-        (storage / "phone_model" / "fruits_classifier.tflite").read_bytes(),
-        (storage / "phone_model" / "labels.json").read_bytes(),
-    )
+    phone = phone_model(storage)
     assert phone.labels == sorted(COLORS) == list(json.loads((storage / "class_index.json").read_text()))
     current = json.loads((storage / "fruit_classifier" / "current.json").read_text())["folder"]
     model = PipelineModel.load(str(storage / "fruit_classifier" / current / "model"))

@@ -17,10 +17,9 @@ from dagster import AssetKey, DagsterInstance
 from pyspark.ml import PipelineModel
 
 from fruits_assets.spark.classifier import probabilities
-from fruits_assets.vision.phone import PhoneModel
 from fruits_assets.vision.preprocess import decode_resized
 
-from .conftest import materialize_in_shell, shared_path
+from .conftest import materialize_in_shell, phone_model, shared_path
 
 FRUITS = Path(sys.executable).with_name("fruits")
 
@@ -48,10 +47,7 @@ def test_the_classifier_reaches_the_floor_on_the_real_test_split(materialized):
 
 def test_the_phone_model_agrees_with_the_spark_model_on_every_test_image(materialized, spark):
     root, storage, _ = materialized
-    phone = PhoneModel.from_files(
-        (storage / "phone_model" / "fruits_classifier.tflite").read_bytes(),
-        (storage / "phone_model" / "labels.json").read_bytes(),
-    )
+    phone = phone_model(storage)
     current = json.loads((storage / "fruit_classifier" / "current.json").read_text())["folder"]
     model = PipelineModel.load(str(storage / "fruit_classifier" / current / "model"))
     features = spark.read.format("delta").load(str(storage / "pca_features")).filter("split = 'Test'")

@@ -1,7 +1,11 @@
-"""Delta tables: merged changes, one commit each, none when nothing changed, every version readable without Spark."""
+"""Delta tables: merged changes, one commit each, none when nothing changed; what a commit did read from the log
+by delta-rs (no Spark); every version readable; tables clustered by path and compacted."""
+
+from deltalake import DeltaTable
 
 from fruits_assets.spark import delta
 from fruits_assets.spark.delta import Changes
+from fruits_assets.vision.delta_log import table_state
 
 from .conftest import table
 
@@ -10,40 +14,58 @@ def _rows(spark, *rows):
     return spark.createDataFrame(list(rows), "path string, v long")
 
 
+def _merge(spark, path, upserts, deletes):
+    return delta.merge(spark, path, Changes(upserts, deletes.select("path")), {})
+
+
 def test_changes_are_merged_by_path_in_one_commit_and_old_versions_stay_readable(spark, tmp_path):
     path = str(tmp_path / "t")
-    first = delta.merge(spark, path, Changes(_rows(spark, ("a", 1), ("b", 2), ("c", 3)), _rows(spark).select("path")))
-    assert (first.version, first.inserted) == (0, 3)
-    second = delta.merge(spark, path, Changes(_rows(spark, ("b", 20), ("d", 4)), _rows(spark, ("c", 0)).select("path")))
-    assert (second.version, second.inserted, second.updated, second.deleted) == (1, 1, 1, 1)
+    first = _merge(spark, path, _rows(spark, ("a", 1), ("b", 2), ("c", 3)), _rows(spark))
+    assert first.committed and first.metrics["inserted"] == 3 and first.state.rows == 3
+    second = _merge(spark, path, _rows(spark, ("b", 20), ("d", 4)), _rows(spark, ("c", 0)))
+    assert (second.metrics["inserted"], second.metrics["updated"], second.metrics["deleted"]) == (1, 1, 1)
+    assert second.state.version == first.state.version + 1 and second.state.rows == 3
+    assert second.state.table_id == first.state.table_id
+    assert second.metrics["bytes_added"] > 0 and second.metrics["data_files_removed"] >= 1
     latest = table(path).sort_values("path")
     assert latest.values.tolist() == [["a", 1], ["b", 20], ["d", 4]]
-    assert table(path, version=0).sort_values("path").values.tolist() == [["a", 1], ["b", 2], ["c", 3]]
+    before = table(path, version=first.state.version).sort_values("path")
+    assert before.values.tolist() == [["a", 1], ["b", 2], ["c", 3]]
 
 
 def test_a_key_upserted_and_deleted_is_upserted_and_nothing_to_change_makes_no_commit(spark, tmp_path):
     path = str(tmp_path / "t")
-    delta.merge(spark, path, Changes(_rows(spark, ("a", 1)), _rows(spark).select("path")))
-    both = delta.merge(spark, path, Changes(_rows(spark, ("a", 2)), _rows(spark, ("a", 0)).select("path")))
-    assert (both.version, both.updated) == (1, 1) and table(path).values.tolist() == [["a", 2]]
-    nothing = delta.merge(spark, path, Changes(_rows(spark), _rows(spark, ("zz", 0)).select("path")))
-    assert nothing.version == 1 and nothing.unchanged  # a delete of a key the table lacks changes nothing
-    told = delta.merge(spark, path, Changes(_rows(spark, ("b", 1)), _rows(spark).select("path"), none=True))
-    assert told.unchanged and delta.latest_version(spark, path) == 1  # `none` is trusted: not even read
+    _merge(spark, path, _rows(spark, ("a", 1)), _rows(spark))
+    both = _merge(spark, path, _rows(spark, ("a", 2)), _rows(spark, ("a", 0)))
+    assert both.metrics["updated"] == 1 and table(path).values.tolist() == [["a", 2]]
+    nothing = _merge(spark, path, _rows(spark), _rows(spark, ("zz", 0)))
+    assert not nothing.committed and nothing.state.version == both.state.version  # a delete of an absent key
 
 
-def test_a_replacement_records_its_sources_and_the_same_sources_are_not_written_again(spark, tmp_path):
+def test_a_replacement_records_what_it_was_made_from_in_its_commit_readable_without_spark(spark, tmp_path):
     path = str(tmp_path / "t")
-    made = delta.overwrite(spark, path, _rows(spark, ("a", 1)), {"features_version": 3})
-    assert made.version == 0 and delta.made_from(spark, path) == {"features_version": 3}
-    again = delta.overwrite(spark, path, _rows(spark, ("a", 2)), {"features_version": 4})
-    assert again.version == 1 and table(path).values.tolist() == [["a", 2]]
-    assert delta.made_from(spark, path) == {"features_version": 4}
+    made = delta.overwrite(spark, path, _rows(spark, ("a", 1)), {"features": {"version": 3}}, {})
+    assert made.committed and table_state(path).user_metadata["made_from"] == {"features": {"version": 3}}
+    again = delta.overwrite(spark, path, _rows(spark, ("a", 2)), {"features": {"version": 4}}, {})
+    assert again.state.version == made.state.version + 1 and table(path).values.tolist() == [["a", 2]]
+    assert table_state(path).user_metadata["made_from"] == {"features": {"version": 4}}
 
 
 def test_change_data_feed_gives_what_a_version_added_and_removed(spark, tmp_path):
     path = str(tmp_path / "t")
-    delta.merge(spark, path, Changes(_rows(spark, ("a", 1), ("b", 2)), _rows(spark).select("path")))
-    delta.merge(spark, path, Changes(_rows(spark, ("c", 3)), _rows(spark, ("a", 0)).select("path")))
-    changes = delta.changes(spark, path, 0, 1).select("path", "_change_type").toPandas()
-    assert sorted(changes.values.tolist()) == [["a", "delete"], ["c", "insert"]]
+    first = _merge(spark, path, _rows(spark, ("a", 1), ("b", 2)), _rows(spark))
+    last = _merge(spark, path, _rows(spark, ("c", 3)), _rows(spark, ("a", 0)))
+    changes = delta.changes(spark, path, first.state.version, last.state.version).select("path", "_change_type")
+    assert sorted(changes.toPandas().values.tolist()) == [["a", "delete"], ["c", "insert"]]
+
+
+def test_tables_are_clustered_by_path_and_compacted_every_few_versions(spark, tmp_path):
+    path = str(tmp_path / "t")
+    for i in range(delta.MAINTAIN_EVERY + 1):
+        commit = _merge(spark, path, _rows(spark, (f"p{i}", i)), _rows(spark))
+    assert "clustering" in (DeltaTable(path).protocol().writer_features or [])
+    files_before = commit.state.files
+    delta.maintain(spark, path, delta.MAINTAIN_EVERY)
+    after = table_state(path)
+    assert after.files < files_before and after.rows == commit.state.rows  # compacted, the same rows
+    assert sorted(table(path)["path"]) == sorted(f"p{i}" for i in range(delta.MAINTAIN_EVERY + 1))

@@ -264,7 +264,12 @@ def emr_run(aws, node, tmp_path_factory):
 
     failed_home = work / "failed_home"
     failed_home.mkdir()
-    failed_env = run_env | {"FRUITS_IMAGES": f"s3://{BUCKET}/nowhere", "DAGSTER_HOME": str(failed_home)}
+    # A storage root of its own: `out/` belongs to the images it was made from, and another root is refused there.
+    failed_env = run_env | {
+        "FRUITS_IMAGES": f"s3://{BUCKET}/nowhere",
+        "FRUITS_STORAGE": f"s3://{BUCKET}/failed-out",
+        "DAGSTER_HOME": str(failed_home),
+    }
     failed = _materialize_on_emr(failed_env, runner, work / "failed.log", select="raw_images")
     runner.stopped.set()
     runner.join(timeout=60)

@@ -1,49 +1,53 @@
-"""Outputs replaced atomically through Hadoop's FileSystem, and what a killed write leaves behind."""
+"""One CSV from a table: parts written in parallel and joined once, header first, in order; judged before it
+replaces the last file; what a killed or refused write leaves behind."""
 
 from pathlib import Path
 
-import pytest
+import pandas as pd
 
-from fruits_assets.spark.files import RETIRED, STAGING, recover_interrupted, replace_atomically, write_parquet
-
-
-def _write_frame(spark, dest: Path, values: list[int]) -> None:
-    write_parquet(spark, spark.createDataFrame([(v,) for v in values], "v int"), str(dest))
+from fruits_assets.spark.files import STAGING, Produced, write_csv
 
 
-def _values(spark, dest: Path) -> list[int]:
-    return sorted(r.v for r in spark.read.parquet(str(dest)).collect())
+def _rows(spark, n: int):
+    frame = spark.createDataFrame(
+        [(f"p{i:03d}", 'Kiwi, "gold"', float(i) / 3) for i in range(n)], "path string, label string, pc_1 double"
+    )
+    return frame.repartition(4).orderBy("path")  # several ordered parts
 
 
-def test_a_write_replaces_the_previous_output_and_leaves_nothing_beside_it(spark, tmp_path):
-    dest = tmp_path / "asset"
-    _write_frame(spark, dest, [1, 2])
-    _write_frame(spark, dest, [3])
-    assert _values(spark, dest) == [3]
-    assert [p.name for p in tmp_path.iterdir()] == ["asset"]
+def _write(spark, dest: Path, n: int, accept=lambda produced: True):
+    return write_csv(_rows(spark, n), str(dest), accept, lambda: None, {})
 
 
-def test_a_failed_write_leaves_the_previous_output_intact(spark, tmp_path):
-    dest = tmp_path / "asset"
-    _write_frame(spark, dest, [1, 2])
-
-    def half_then_fail(staging: str) -> None:
-        spark.createDataFrame([(9,)], "v int").write.parquet(staging)
-        raise RuntimeError("killed while writing")
-
-    with pytest.raises(RuntimeError, match="killed while writing"):
-        replace_atomically(spark, str(dest), half_then_fail)
-    assert _values(spark, dest) == [1, 2]
-    recover_interrupted(spark, str(dest))  # what the next read or write does first
-    assert [p.name for p in tmp_path.iterdir()] == ["asset"]
+def test_parts_are_joined_once_in_order_under_one_header_and_nothing_is_left_beside_the_file(spark, tmp_path):
+    dest = tmp_path / "m.csv"
+    produced, size = _write(spark, dest, 50)
+    assert produced == Produced(["path", "label", "pc_1"], 50, 0) and size == dest.stat().st_size
+    table = pd.read_csv(dest)
+    assert table["path"].tolist() == [f"p{i:03d}" for i in range(50)] and set(table["label"]) == {'Kiwi, "gold"'}
+    assert dest.read_text().splitlines()[0] == "path,label,pc_1"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
 
 
-def test_a_kill_between_the_two_renames_restores_the_previous_output(spark, tmp_path):
-    dest = tmp_path / "asset"
-    _write_frame(spark, dest, [1, 2])
-    dest.rename(tmp_path / f"asset{RETIRED}0123")  # moved aside; the new one never arrived
-    (tmp_path / f"asset{STAGING}4567").mkdir()
-    (tmp_path / "asset_other").mkdir()  # a different asset's output is left alone
-    recover_interrupted(spark, str(dest))
-    assert _values(spark, dest) == [1, 2]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["asset", "asset_other"]
+def test_a_write_its_check_refuses_leaves_the_previous_file_as_it_was(spark, tmp_path):
+    dest = tmp_path / "m.csv"
+    _write(spark, dest, 5)
+    before = dest.read_bytes()
+    produced, size = _write(spark, dest, 8, accept=lambda produced: produced.rows == 5)
+    assert size is None and produced.rows == 8
+    assert dest.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.csv"]
+
+
+def test_values_that_are_not_finite_are_counted_as_the_parts_are_written(spark, tmp_path):
+    frame = spark.createDataFrame([("a", float("nan")), ("b", 1.0), ("c", float("inf"))], "path string, pc_1 double")
+    produced, _ = write_csv(frame.orderBy("path"), str(tmp_path / "m.csv"), lambda p: False, lambda: None, {})
+    assert produced.not_finite == 2
+
+
+def test_what_a_killed_write_left_beside_the_file_is_cleared_by_the_next(spark, tmp_path):
+    dest = tmp_path / "m.csv"
+    (tmp_path / f"m.csv{STAGING}0123").mkdir()  # a run killed while its parts were written
+    (tmp_path / f"m.csv{STAGING}0123" / "part-00000.csv").write_text("x\n")
+    (tmp_path / "other.csv").write_text("kept\n")  # another file is left alone
+    _write(spark, dest, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "other.csv"]

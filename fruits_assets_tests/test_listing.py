@@ -5,6 +5,7 @@ import socket
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from fruits_assets.spark.listing import list_files, listing_changes
@@ -13,7 +14,8 @@ from .conftest import fruit_jpeg
 
 
 def _rows(root: Path) -> dict[str, dict]:
-    return {p.removeprefix(f"file:{root}/"): row for p, row in list_files(str(root)).set_index("path").iterrows()}
+    listing = list_files(str(root)).to_pandas()
+    return {p.removeprefix(f"file:{root}/"): row for p, row in listing.set_index("path").iterrows()}
 
 
 def test_every_entry_is_listed_whatever_its_name_and_the_unexaminable_say_why(tmp_path: Path):
@@ -33,7 +35,8 @@ def test_every_entry_is_listed_whatever_its_name_and_the_unexaminable_say_why(tm
     } | {"notes.txt"}
     kiwi = rows["Test/Kiwi/k.jpg"]
     assert kiwi["size"] == (tmp_path / "Test" / "Kiwi" / "k.jpg").stat().st_size and pd.isna(kiwi["listing_error"])
-    assert (kiwi["label"], kiwi["split"]) == ("Kiwi", "Test") and kiwi["stamp"].startswith(f"{kiwi['size']}:")
+    assert (kiwi["label"], kiwi["split"]) == ("Kiwi", "Test") and kiwi["stamp"].startswith(f"{int(kiwi['size'])}:")
+    assert len(kiwi["stamp"].split(":")) == 4  # size, modification time, inode, change time
     assert rows["Test/Kiwi/ghost.jpg"]["listing_error"].startswith("FileNotFoundError")
     assert rows["Test/Kiwi/a.sock"]["listing_error"] == "not a regular file (a socket, a FIFO or a device)"
     assert rows["Test/Kiwi/ghost.jpg"]["stamp"].startswith("error:")  # not examined again while the error stands
@@ -63,11 +66,24 @@ def test_a_symlink_back_to_a_folder_above_is_a_clear_error(tmp_path: Path):
 def test_a_single_file_root_lists_that_file(tmp_path: Path):
     image = tmp_path / "one.jpg"
     image.write_bytes(fruit_jpeg((250, 240, 60), seed=2))
-    assert list_files(str(image))["path"].tolist() == [f"file:{image}"]
+    assert list_files(str(image))["path"].to_pylist() == [f"file:{image}"]
 
 
 def test_changes_are_new_or_restamped_paths_and_gone_paths():
-    listing = pd.DataFrame({"path": ["a", "b", "c"], "stamp": ["1:1", "2:9", "3:3"]})
-    known = pd.DataFrame({"path": ["a", "b", "d"], "stamp": ["1:1", "2:2", "4:4"]})
-    new, gone = listing_changes(listing, known)
-    assert new["path"].tolist() == ["b", "c"] and gone["path"].tolist() == ["d"]
+    listing = pa.table({"path": ["a", "b", "c"], "stamp": ["1:1", "2:9", "3:3"]})
+    known = pa.table({"path": ["a", "b", "d"], "stamp": ["1:1", "2:2", "4:4"]})
+    new, gone, added = listing_changes(listing, known)
+    assert new["path"].to_pylist() == ["b", "c"] and gone["path"].to_pylist() == ["d"]
+    assert added == 1  # c is a new path; b only a new version of one
+
+
+def test_a_copy_that_keeps_the_modification_time_is_a_new_version(tmp_path: Path):
+    (tmp_path / "Kiwi").mkdir()
+    image = tmp_path / "Kiwi" / "k.jpg"
+    image.write_bytes(fruit_jpeg((120, 160, 60), seed=1))
+    before = _rows(tmp_path)["Kiwi/k.jpg"]["stamp"]
+    kept = image.stat()
+    image.write_bytes(fruit_jpeg((120, 160, 60), seed=1)[::-1][::-1])  # the same size, rewritten in place
+    os.utime(image, ns=(kept.st_atime_ns, kept.st_mtime_ns))  # as `cp -p` leaves it
+    after = _rows(tmp_path)["Kiwi/k.jpg"]["stamp"]
+    assert after.split(":")[:2] == before.split(":")[:2] and after != before  # size and time the same, ctime not

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from dagster import AssetCheckSeverity
 
-from .conftest import run_graph, table, write_tree
+from .conftest import run_graph, table, table_id, write_tree
 
 LAYOUT = {
     "Training/Apple Golden 1": 4,
@@ -125,7 +125,7 @@ def test_csv_round_trips_awkward_labels_with_configured_k(run):
     means = csv.groupby("label")["pc_1"].mean()
     assert means.max() - means.min() > csv.groupby("label")["pc_1"].std().max()
     made_from = json.loads((storage / "pca_features.csv.json").read_text())
-    assert made_from == {"table": "pca_features", "version": 0}
+    assert made_from == {"pca_features": {"table_id": table_id(storage / "pca_features"), "version": 0}}
 
 
 def _first_failure(images_root: Path, storage: Path) -> str:

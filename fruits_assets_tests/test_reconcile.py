@@ -1,34 +1,75 @@
-"""Accounting for every file: the counts that say whether each raw file is in exactly one part of a partition."""
+"""Accounting for every file at the cost of the change: the touched paths across the tables, and the counts."""
 
-from fruits_assets.spark.reconcile import balanced, label_conflicts, reconcile
+from fruits_assets.spark.reconcile import (
+    Totals,
+    balanced,
+    conflicts_among,
+    label_counts,
+    partition_counts,
+    touched_counts,
+)
 
 
 def _paths(spark, *paths):
     return spark.createDataFrame([(p,) for p in paths], "path string")
 
 
-def test_every_raw_file_in_exactly_one_part_passes(spark):
-    counts = reconcile(
-        _paths(spark, "a", "b", "c"), {"x": _paths(spark, "a", "c"), "y": _paths(spark, "b")}, {"c": ("x", "y")}
-    )
-    assert counts["c"] == {"raw_images": 3, "x": 2, "y": 1, "missing": 0, "unexpected": 0, "duplicated": 0}
-    assert balanced(counts["c"], ("x", "y"))
-
-
-def test_missing_unexpected_and_duplicated_files_are_counted_per_partition_in_one_pass(spark):
+def test_touched_paths_each_in_exactly_one_part_balance(spark):
     raw = _paths(spark, "a", "b", "c", "d")
-    parts = {"x": _paths(spark, "a", "b"), "y": _paths(spark, "b", "e"), "z": _paths(spark, "c", "d", "a")}
-    counts = reconcile(raw, parts, {"xy": ("x", "y"), "z": ("z",)})
-    assert counts["xy"] == {"raw_images": 4, "x": 2, "y": 2, "missing": 2, "unexpected": 1, "duplicated": 1}
-    assert not balanced(counts["xy"], ("x", "y"))
-    assert counts["z"] == {"raw_images": 4, "z": 3, "missing": 1, "unexpected": 0, "duplicated": 0}
-
-
-def test_the_same_bytes_under_two_labels_are_a_conflict(spark):
-    labeled = spark.createDataFrame(
-        [("p1", "Kiwi", "h1"), ("p2", "Lemon", "h1"), ("p3", "Kiwi", "h2"), ("p4", "Kiwi", "h2")],
-        "path string, label string, content_hash string",
+    touched = touched_counts(
+        _paths(spark, "a", "b", "x"), raw, _paths(spark, "a"), _paths(spark, "b"), _paths(spark, "a")
     )
-    count, examples = label_conflicts(labeled, shown=10)
-    assert count == 1
-    assert examples == [{"content_hash": "h1", "labels": ["Kiwi", "Lemon"], "paths": ["p1", "p2"]}]
+    assert touched == {
+        "touched_listed": 2,
+        "missing": 0,
+        "unexpected": 0,
+        "duplicated": 0,
+        "unfeaturized": 0,
+        "stray_features": 0,
+    }
+    counts = partition_counts(Totals(raw=4, labeled=3, rejected=1, features=3), touched, duplicated_before=0)
+    assert balanced(counts["labeled_images_reconcile"], ("labeled_images", "rejected_images"))
+    assert balanced(counts["every_image_accounted_for"], ("mobilenet_features", "rejected_images"))
+
+
+def test_missing_unexpected_duplicated_and_unfeaturized_touched_paths_are_counted(spark):
+    raw = _paths(spark, "a", "b", "c")
+    labeled, rejected, features = _paths(spark, "a", "b", "gone"), _paths(spark, "b"), _paths(spark, "z")
+    touched = touched_counts(_paths(spark, "a", "b", "c", "gone", "z"), raw, labeled, rejected, features)
+    assert touched == {
+        "touched_listed": 3,
+        "missing": 1,
+        "unexpected": 2,
+        "duplicated": 1,
+        "unfeaturized": 2,
+        "stray_features": 0,
+    }
+    counts = partition_counts(Totals(raw=3, labeled=3, rejected=1, features=1), touched, duplicated_before=0)
+    assert not balanced(counts["labeled_images_reconcile"], ("labeled_images", "rejected_images"))
+    assert counts["every_image_accounted_for"]["missing"] == 3  # c, and a and b labeled without features
+
+
+def test_a_table_holding_a_path_twice_before_the_run_fails_the_count(spark):
+    counts = partition_counts(
+        Totals(3, 3, 0, 3),
+        dict.fromkeys(("touched_listed", "missing", "unexpected", "duplicated", "unfeaturized", "stray_features"), 0),
+        1,
+    )
+    assert not balanced(counts["labeled_images_reconcile"], ("labeled_images", "rejected_images"))
+
+
+def test_the_same_bytes_under_two_labels_are_a_conflict_among_all_or_some_hashes(spark):
+    labeled = spark.createDataFrame(
+        [
+            ("p1", "Kiwi", "h1", None),
+            ("p2", "Lemon", "h1", None),
+            ("p3", "Kiwi", "h2", None),
+            ("p4", "Kiwi", "h2", None),
+        ],
+        "path string, label string, content_hash string, split string",
+    )
+    expected = [{"content_hash": "h1", "labels": ["Kiwi", "Lemon"], "paths": ["p1", "p2"]}]
+    assert conflicts_among(labeled, None) == expected
+    hashes = spark.createDataFrame([("h2",)], "content_hash string")
+    assert conflicts_among(labeled, hashes) == []
+    assert label_counts(labeled) == {(None, "Kiwi"): 3, (None, "Lemon"): 1}

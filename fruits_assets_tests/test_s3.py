@@ -160,6 +160,8 @@ def test_outputs_keep_the_local_layout_under_the_storage_prefix(materialized):
         "class_index.json",  # the run's lock object is gone with the run
         "fruit_classifier",
         "phone_model",
+        "fruits-storage.json",  # the images root these outputs belong to
+        "_state",  # what the last screening left: versions, label counts, the checks' verdicts
     }
     class_index = json.loads(_read(s3, "out/class_index.json"))
     labels = sorted({folder.split("/")[-1] for folder in IMAGES} | {"Plum 1"})
@@ -202,14 +204,14 @@ def test_every_object_is_featurized_or_rejected_with_its_reason_the_unreadable_o
     assert raw["etag"].notna().all()  # an object's version is its ETag
 
 
-def _held_lock(s3, prefix: str, renewed: float) -> None:
-    owner = {"run_id": "an-earlier-run", "host": "elsewhere", "pid": 1, "renewed": renewed}
+def _held_lock(s3, prefix: str) -> None:
+    owner = {"run_id": "an-earlier-run", "host": "elsewhere", "pid": 1}
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}/.fruits-run.lock", Body=json.dumps(owner).encode(), IfNoneMatch="*")
 
 
 def test_a_second_run_on_the_same_storage_is_refused_before_any_work(materialized, s3_server, tmp_path):
     s3 = materialized
-    _held_lock(s3, "out", time.time())  # a run alive and writing `out/`
+    _held_lock(s3, "out")  # a run alive and writing `out/`: its lock was just written
     before = {k: s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in _keys(s3, "out/")}
     env = _env(s3_server, tmp_path, "out")
     refused = subprocess.run(materialize_command(), env=env, capture_output=True, text=True, timeout=600)
@@ -224,8 +226,10 @@ def test_a_second_run_on_the_same_storage_is_refused_before_any_work(materialize
 
 def test_a_lock_left_by_a_dead_run_is_taken_over(materialized, s3_server, tmp_path):
     s3 = materialized
-    _held_lock(s3, "out", time.time() - 3600)  # not renewed for an hour: its run died
-    materialize_in_shell(_env(s3_server, tmp_path, "out"))
+    _held_lock(s3, "out")
+    time.sleep(5)  # not renewed for longer than FRUITS_LOCK_STALE_SECONDS, by S3's clock: its run died
+    stale = {"FRUITS_LOCK_RENEW_SECONDS": "1", "FRUITS_LOCK_STALE_SECONDS": "4"}
+    materialize_in_shell(_env(s3_server, tmp_path, "out", **stale))
     assert "out/.fruits-run.lock" not in _keys(s3, "out/")
 
 

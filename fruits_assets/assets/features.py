@@ -32,7 +32,14 @@ from fruits_assets.resources.spark_resource import SparkResource
 from fruits_assets.resources.tables import DeltaTables, data_version
 from fruits_assets.spark.delta import NOTHING_WRITTEN, Changes, Commit
 from fruits_assets.spark.ingest import ingest_column
-from fruits_assets.spark.ingest_plan import LISTING_ERROR, RETRIED_REASON, arrow_batch_size, plan_ingest, task_count
+from fruits_assets.spark.ingest_plan import (
+    HELD,
+    LISTING_ERROR,
+    RETRIED_REASON,
+    arrow_batch_size,
+    plan_ingest,
+    task_count,
+)
 from fruits_assets.spark.progress import job_description, progress_lines
 from fruits_assets.spark.reconcile import (
     Totals,
@@ -136,14 +143,14 @@ def screen_and_featurize(
     previous = ScreeningState.from_bytes(stored) if stored is not None else None
     if previous is not None and previous.still_current(made_from, identities, BLOCKING) and len(identities) == 3:
         context.log.info(f"nothing to do: {RAW} version {raw.version} was screened with this recipe already")
-        yield from _unchanged(states, previous)
+        yield from _unchanged(raw, states, previous)
         return
     yield from _screen(context, config, pyspark, tables, locations, raw, states, made_from, previous, recipe)
 
 
-def _unchanged(states: dict[str, TableState | None], previous: ScreeningState) -> Iterator:
+def _unchanged(raw: TableState, states: dict[str, TableState | None], previous: ScreeningState) -> Iterator:
     """The outputs as they are and the checks as last judged on these very versions: nothing read, no Spark."""
-    metadata = {"files_read": 0, "unchanged": True}
+    metadata = {"files_read": 0, "images": 0, "files_unchanged": raw.rows, "files_removed": 0, "chunks": 0}
     for name in OUTPUT_TABLES:
         state = states[name]
         assert state is not None
@@ -197,12 +204,13 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
             tasks = task_count(spark.sparkContext.defaultParallelism, plan.todo_count // len(plan.chunks) + 1)
             done = (
                 rows.repartitionByRange(tasks, "path")
-                .select("path", "label", "split", "stamp", outcome("path", "label", "listing_error").alias("o"))
+                .select("path", "label", "split", "stamp", *HELD, outcome("path", "label", "listing_error").alias("o"))
                 .select(
                     "path",
                     "label",
                     "split",
                     "stamp",
+                    *HELD,
                     "o.*",
                     F.lit(recipe).alias("recipe"),
                     F.lit(featurizer).alias("featurizer"),
@@ -219,19 +227,16 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
                 return
             for reason, count in summary["reasons"].items():
                 per_reason[reason] = per_reason.get(reason, 0) + count
-            deletes = plan.gone if index == 0 else plan.gone.limit(0)
+            deletes = plan.gone if index == 0 and plan.removed else None
             accepted, refused = done.filter(F.col("reason").isNull()), done.filter(F.col("reason").isNotNull())
+            outcomes = {
+                FEATURES: (accepted.select(*FEATURE_COLUMNS), "_in_features"),
+                LABELED: (accepted.select(*LABELED_COLUMNS), "_in_labeled"),
+                REJECTED: (refused.select(*REJECTED_COLUMNS), "_in_rejected"),
+            }
             with job_description(spark, f"screen_and_featurize: commit {label}"):
-                chunk_paths = done.select("path")
-                commits[FEATURES].append(
-                    tables.merge(FEATURES, Changes(accepted.select(*FEATURE_COLUMNS), chunk_paths.unionByName(deletes)))
-                )
-                commits[LABELED].append(
-                    tables.merge(LABELED, Changes(accepted.select(*LABELED_COLUMNS), chunk_paths.unionByName(deletes)))
-                )
-                commits[REJECTED].append(
-                    tables.merge(REJECTED, Changes(refused.select(*REJECTED_COLUMNS), chunk_paths.unionByName(deletes)))
-                )
+                for name, (upserts, held) in outcomes.items():  # features first: a file is done once labeled too
+                    commits[name].append(_commit(tables, name, upserts, done, deletes, summary["held"][held]))
             done.unpersist()
             _log_chunk(context, label, index, len(plan.chunks), summary, counters, plan.todo_count, began)
     timings = {**counters.values(), "compute_seconds": time.perf_counter() - began}
@@ -307,20 +312,34 @@ def _sort_key(item) -> tuple[str, str]:
     return (split or "", label)
 
 
+def _commit(tables, name: str, upserts: DataFrame, done: DataFrame, deletes, held: int) -> Commit:
+    """A chunk's rows for one table: appended when the table holds none of the chunk's paths and nothing is to be
+    deleted there (new photos, a first run), else merged by path (the chunk's paths deleted unless upserted)."""
+    if held == 0 and deletes is None:
+        return tables.append(name, upserts)
+    removed = done.select("path") if deletes is None else done.select("path").unionByName(deletes)
+    return tables.merge(name, Changes(upserts, removed))
+
+
 def _audit(done: DataFrame) -> dict:
     """One job over a chunk's outcomes (it computes them): per reason, and rows that must never be committed."""
     bad_features = F.col("features").isNotNull() & (
         (F.size("features") != FEATURE_DIM) | F.exists("features", lambda x: F.isnan(x) | (F.abs(x) == float("inf")))
     )
     ambiguous = F.col("reason").isNull() == F.col("features").isNull()  # both an outcome and features, or neither
+    held = [F.count_if(F.col(flag)).alias(flag) for flag in HELD]
     rows = (
         done.groupBy("reason")
         .agg(
-            F.count("*").alias("count"), F.count_if(bad_features).alias("bad"), F.count_if(ambiguous).alias("ambiguous")
+            F.count("*").alias("count"),
+            F.count_if(bad_features).alias("bad"),
+            F.count_if(ambiguous).alias("ambiguous"),
+            *held,
         )
         .collect()
     )
     return {
+        "held": {flag: sum(int(r[flag]) for r in rows) for flag in HELD},
         "reasons": {r["reason"]: int(r["count"]) for r in rows if r["reason"] is not None},
         "accepted": sum(int(r["count"]) for r in rows if r["reason"] is None),
         "files": sum(int(r["count"]) for r in rows),

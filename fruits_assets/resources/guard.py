@@ -41,6 +41,7 @@ class StorageGuard(ConfigurableResource):
         default=None, description="A recovery drill: stop right after this commit point, to be killed there."
     )
     _lease: Any = PrivateAttr(default=None)
+    _commits: dict = PrivateAttr(default_factory=dict)
 
     def validate_run(self, context: InitResourceContext) -> None:
         """What a run must satisfy before anything else: nothing here; `RunGuard` checks the run config."""
@@ -82,8 +83,14 @@ class StorageGuard(ConfigurableResource):
             self._lease.check()
 
     def committed(self, point: str) -> None:
-        """Called after each commit a reader sees; in a recovery drill, the run stops here to be killed."""
-        if point == self.pause_after_commit:
+        """Called after each commit a reader sees; in a recovery drill, the run stops here to be killed.
+
+        `pause_after_commit` names a commit point, and optionally which of its commits (`mobilenet_features:3`,
+        the third chunk's): the first by default.
+        """
+        self._commits[point] = self._commits.get(point, 0) + 1
+        wanted, _, nth = (self.pause_after_commit or "").partition(":")
+        if point == wanted and self._commits[point] == int(nth or 1):
             get_dagster_logger().warning(f"paused after committing {point} (FRUITS_PAUSE_AFTER_COMMIT): kill me now")
             while True:
                 time.sleep(3600)

@@ -51,6 +51,12 @@ class DeltaTables(ConfigurableResource):
         commit = delta.merge(spark, self.path(name), changes, self.locations.delta_options, made_from)
         return self._maintained(name, commit)
 
+    def append(self, name: str, rows: DataFrame) -> Commit:
+        """Add rows whose paths the table does not hold (the caller knows), in one commit, with no join."""
+        self.guard.check()
+        commit = delta.append(self.pyspark.spark_session, self.path(name), rows, self.locations.delta_options)
+        return self._maintained(name, commit)
+
     def replace(self, name: str, rows: DataFrame, made_from: dict) -> Commit:
         """Every row replaced by `rows` in one commit, recording what they were made from."""
         self.guard.check()

@@ -64,15 +64,15 @@ def write_metrics(state: TableState) -> dict[str, int]:
         "inserted": m.get("numTargetRowsInserted", m.get("numOutputRows", 0)),
         "updated": m.get("numTargetRowsUpdated", 0),
         "deleted": m.get("numTargetRowsDeleted", 0),
-        "files_added": m.get("numTargetFilesAdded", m.get("numFiles", 0)),
-        "files_removed": m.get("numTargetFilesRemoved", m.get("numRemovedFiles", 0)),
+        "data_files_added": m.get("numTargetFilesAdded", m.get("numFiles", 0)),
+        "data_files_removed": m.get("numTargetFilesRemoved", m.get("numRemovedFiles", 0)),
         "bytes_added": m.get("numTargetBytesAdded", m.get("numOutputBytes", 0)),
         "bytes_removed": m.get("numTargetBytesRemoved", m.get("numRemovedBytes", 0)),
     }
 
 
 NOTHING_WRITTEN = dict.fromkeys(
-    ("inserted", "updated", "deleted", "files_added", "files_removed", "bytes_added", "bytes_removed"), 0
+    ("inserted", "updated", "deleted", "data_files_added", "data_files_removed", "bytes_added", "bytes_removed"), 0
 )
 
 
@@ -108,23 +108,40 @@ def _after(path: str, options: Mapping[str, str], tag: str) -> Commit:
     return Commit(state, committed, write_metrics(state) if committed else dict(NOTHING_WRITTEN))
 
 
-def create(spark: SparkSession, path: str, schema, options: Mapping[str, str]) -> None:
-    """An empty table clustered by path, with the project's properties."""
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).clusterBy(CLUSTER_BY)
-    for name, value in PROPERTIES.items():
-        builder = builder.property(name, value)
-    builder.execute()
+def _create_as(spark: SparkSession, path: str, rows: DataFrame) -> None:
+    """The table made from `rows` in one commit (its version 0), clustered by path, with the project's
+    properties."""
+    view = f"fruits_rows_{uuid.uuid4().hex}"
+    rows.createOrReplaceTempView(view)
+    properties = ", ".join(f"'{name}' = '{value}'" for name, value in PROPERTIES.items())
+    try:
+        spark.sql(
+            f"CREATE TABLE delta.`{path}` USING delta CLUSTER BY ({CLUSTER_BY}) "
+            f"TBLPROPERTIES ({properties}) AS SELECT * FROM {view}"
+        )
+    finally:
+        spark.catalog.dropTempView(view)
 
 
 def overwrite(
     spark: SparkSession, path: str, rows: DataFrame, made_from: Mapping | None, options: Mapping[str, str]
 ) -> Commit:
     """Replace the table's rows (and schema) with `rows` in one commit; create the table if needed."""
-    writer = rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-    for name, value in PROPERTIES.items():
-        writer = writer.option(name, value)
     with _tagged(spark, made_from) as tag:
-        writer.save(path)
+        if not exists(spark, path):
+            _create_as(spark, path, rows)
+        else:
+            rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+    return _after(path, options, tag)
+
+
+def append(spark: SparkSession, path: str, rows: DataFrame, options: Mapping[str, str]) -> Commit:
+    """Add `rows`, none of whose keys the table holds (the caller knows), in one commit: no join with the table."""
+    with _tagged(spark, None) as tag:
+        if not exists(spark, path):
+            _create_as(spark, path, rows)
+        else:
+            rows.write.format("delta").mode("append").save(path)
     return _after(path, options, tag)
 
 
@@ -139,11 +156,13 @@ def merge(
     """Upsert `changes.upserts` and delete the keys of `changes.deletes` (those not upserted), in one commit.
 
     Nothing to change makes no commit (Delta skips it). A table that does not exist
-    yet is created (clustered by path) first.
+    yet is made from the upserts.
     """
     upserts = changes.upserts
     if not exists(spark, path):
-        create(spark, path, upserts.schema, options)
+        with _tagged(spark, made_from) as tag:
+            _create_as(spark, path, upserts)
+        return _after(path, options, tag)
     columns = upserts.columns
     deletes = changes.deletes.select(key).withColumn(_DELETE, F.lit(True))
     # A key both upserted and deleted is upserted: its delete row is dropped, so no key matches twice.

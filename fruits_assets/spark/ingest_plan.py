@@ -29,6 +29,9 @@ FILES_PER_TASK = 1024  # tasks in multiples of the cores: even load; few, as eac
 SAMPLE_PER_CHUNK = 64  # paths sampled per chunk to place the boundaries between chunks
 RETRIED_REASON = "unreadable"
 LISTING_ERROR = "error:"  # a stamp that is the listing's error: a verdict of the listing, not a failed read
+# For each file to read, whether each table held its path when planned: a chunk none of whose paths a table
+# holds (and that deletes nothing there) is appended to it, with no join against the table.
+HELD = {"_in_labeled": "l_stamp", "_in_rejected": "r_stamp", "_in_features": "f_featurizer"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class Chunk:
 
 @dataclass(frozen=True)
 class IngestPlan:
-    """`todo`: the raw rows to read, in `chunks`; `gone`: paths some table holds that are no longer listed.
+    """`todo`: the raw rows to read (and `HELD`'s flags), in `chunks`; `gone`: paths some table holds that are
+    no longer listed.
 
     `touched` is every path this run changes (read or gone); `before` is what
     `labeled_images` held for them when planned, to update the label counts and the
@@ -136,16 +140,17 @@ def plan_ingest(
         .withColumn("_done", done_condition(recipe, featurizer))
     )
     counted = Observation("plan")
+    held = [F.col(column).isNotNull().alias(flag) for flag, column in HELD.items()]
     todo = (
         status.observe(counted, F.count(F.lit(1)).alias("rows"), F.count_if(~F.col("_done")).alias("todo"))
         .filter(~F.col("_done"))
-        .select(*raw.columns)
+        .select(*raw.columns, *held)
         .persist(StorageLevel.DISK_ONLY)
     )
     todo.count()
     counts = counted.get
-    held = lab.select("path").unionByName(rej.select("path")).unionByName(feat.select("path")).distinct()
-    gone = held.join(raw.select("path"), "path", "left_anti").persist(StorageLevel.DISK_ONLY)
+    known = lab.select("path").unionByName(rej.select("path")).unionByName(feat.select("path")).distinct()
+    gone = known.join(raw.select("path"), "path", "left_anti").persist(StorageLevel.DISK_ONLY)
     removed = gone.count()
     touched = todo.select("path").unionByName(gone).persist(StorageLevel.DISK_ONLY)
     before = (
