@@ -35,11 +35,12 @@ release:  ## build/release: what EMR nodes install (wheels, LiteRT model, bootst
 
 run:  ## materialize every asset (images: FRUITS_IMAGES, storage: FRUITS_STORAGE)
 	@mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster asset materialize -m fruits_assets.definitions --select '*'
+	$(BIN)/dg launch --assets '*'
 
-dev:  ## the Dagster UI on http://127.0.0.1:3000
+dev:  ## the Dagster UI on http://127.0.0.1:3000 and the daemon (sensors, automation, the run queue)
 	@mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 test:  ## lint and the import layers, then every test
 	$(BIN)/ruff check fruits_assets fruits_assets_tests bench bootstrap

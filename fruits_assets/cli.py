@@ -4,8 +4,10 @@
 
 Runs the very flatbuffer the app runs (`phone_model`), on photos decoded as the
 pipeline decodes them. One line per photo: its top labels with their probabilities
-and the time it took; then the total. A photo that is missing or not an image gets a
-line saying so, and the command exits 1; storage with no phone model exits 2.
+and the time it took, or `unknown` followed by the nearest labels when the photo is
+like none of the fruits the classifier learnt (an answer: the exit code stays 0);
+then the total. A photo that is missing or not an image gets a line saying so, and
+the command exits 1; storage with no phone model exits 2.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
+import numpy as np
 
 from fruits_assets.settings import storage_from_environment
 from fruits_assets.vision.ingest import read_file
@@ -66,9 +70,11 @@ def identify(argv: list[str]) -> int:
             print(f"{photo}: {_why(rejected)}", file=sys.stderr)
             status = BAD_PHOTO
             continue
-        best = model.top(pixels, args.top)
-        shown = ", ".join(f"{label} {probability:.3f}" for label, probability in best)
-        print(f"{photo}: {shown}  ({1000 * (time.perf_counter() - start):.1f} ms)")
+        answer = model.answer(pixels)
+        best = np.argsort(answer.probabilities)[::-1][: args.top]
+        shown = ", ".join(f"{model.labels[i]} {answer.probabilities[i]:.3f}" for i in best)
+        said = f"unknown (nearest: {shown})" if answer.unknown else shown
+        print(f"{photo}: {said}  ({1000 * (time.perf_counter() - start):.1f} ms)")
     done = time.perf_counter()
     print(
         f"{len(args.photos)} photos in {done - loaded:.2f} s after the model loaded in {loaded - began:.2f} s "

@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from fruits_assets.assets import classification, features, images, pca
+from fruits_assets.assets.automation import build_automation_sensor, build_freshness, build_photo_sensor
 from fruits_assets.assets.config import RunGuard
 from fruits_assets.resources.csv_files import CSV_FILES, CsvFiles
 from fruits_assets.resources.emr import emr_step_launcher
@@ -117,8 +118,15 @@ def build_defs(settings: Settings) -> Definitions:
     tables = DeltaTables(locations=locations, pyspark=pyspark, guard=guard)
     models = ModelStore(locations=locations, pyspark=pyspark, guard=guard)
     csv_files = CsvFiles(locations=locations, pyspark=pyspark, guard=guard)
+    freshness_checks, freshness_schedule = build_freshness(settings.freshness_hours)
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
+        asset_checks=freshness_checks,
+        sensors=[
+            build_photo_sensor(settings.images_queue, round(settings.sensor_seconds), settings.reconcile_hours * 3600),
+            build_automation_sensor(locations.storage_root, round(settings.automation_seconds)),
+        ],
+        schedules=[freshness_schedule],
         resources={
             **resources,
             LOCATIONS: locations,

@@ -71,6 +71,26 @@ class Settings:
         default=300.0,
         metadata=_env("FRUITS_LOCK_STALE_SECONDS", "on S3: a lock not renewed for this long is taken over"),
     )
+    images_queue: str | None = field(
+        default=None,
+        metadata=_env(
+            "FRUITS_IMAGES_QUEUE", "on S3: the SQS queue URL the images bucket sends its event notifications"
+        ),
+    )
+    sensor_seconds: float = field(
+        default=30.0, metadata=_env("FRUITS_SENSOR_SECONDS", "seconds between the new_photos sensor's ticks")
+    )
+    reconcile_hours: float = field(
+        default=24.0,
+        metadata=_env("FRUITS_RECONCILE_HOURS", "on S3: hours between full listings that catch missed notifications"),
+    )
+    automation_seconds: float = field(
+        default=30.0, metadata=_env("FRUITS_AUTOMATION_SECONDS", "seconds between evaluations of the automation")
+    )
+    freshness_hours: float = field(
+        default=6.0,
+        metadata=_env("FRUITS_FRESHNESS_HOURS", "the CSV or classifier lagging the newest photos longer warns"),
+    )
     kms_key_id: str | None = field(
         default=None, metadata=_env("FRUITS_KMS_KEY_ID", "a KMS key: SSE-KMS for every object written (else SSE-S3)")
     )
@@ -153,6 +173,16 @@ class Settings:
                     f"is {self.pause_after_commit!r}; expected a commit point, optionally with which of its "
                     f"commits (mobilenet_features:3): one of {', '.join(COMMIT_POINTS)}",
                 )
+        for name, least in (
+            ("sensor_seconds", 1),
+            ("automation_seconds", 1),
+            ("reconcile_hours", 0.0003),
+            ("freshness_hours", 0.01),
+        ):
+            if not getattr(self, name) >= least:
+                _fail(name, f"is {getattr(self, name)}; expected a number, {least} or more")
+        if self.images_queue is not None and not self.images_queue.startswith(("https://", "http://")):
+            _fail("images_queue", f"is {self.images_queue!r}; expected an SQS queue URL (https://sqs.…/account/name)")
         if not self.lock_renew_seconds >= 0.5:
             _fail("lock_renew_seconds", f"is {self.lock_renew_seconds}; expected a number of seconds, 0.5 or more")
         if not self.lock_stale_seconds >= 4 * self.lock_renew_seconds:

@@ -76,3 +76,117 @@ def test_fruits_identify_on_ten_test_photos(materialized):
         line.split(": ", 1)[1].startswith(photo.parent.name) for line, photo in zip(lines, photos, strict=False)
     )
     assert right >= 9  # the classifier is right on 95% or more of Test: one miss in ten at most, here
+
+
+def _classifier_folder(storage: Path) -> Path:
+    return (
+        storage / "fruit_classifier" / json.loads((storage / "fruit_classifier" / "current.json").read_text())["folder"]
+    )
+
+
+def _parameters(storage: Path) -> dict[str, np.ndarray]:
+    with np.load(_classifier_folder(storage) / "parameters.npz") as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def _spark_answers(spark, storage: Path, pcs: dict[str, np.ndarray]) -> dict[str, bool]:
+    """Spark's answer (unknown or not) for each photo's PCA features, by the pipeline's own scoring."""
+    import pandas as pd
+
+    from fruits_assets.spark.openset import scored
+    from fruits_assets.vision.openset import CHOSEN
+
+    arrays = _parameters(storage)
+    frame = pd.DataFrame(
+        np.stack(list(pcs.values())), columns=[f"pc_{i + 1}" for i in range(arrays["components"].shape[1])]
+    )
+    frame.insert(0, "path", list(pcs))
+    rows = scored(spark.createDataFrame(frame), arrays).collect()
+    return {r.path: r[CHOSEN] < float(arrays["threshold"]) for r in rows}
+
+
+def _not_fruits(work: Path) -> list[Path]:
+    """Pictures with no fruit in them: scikit-image's sample photographs, each also shrunk onto a white
+    100x100 canvas as Fruits-360 frames its fruits (the white background must not be what says "fruit"), and a
+    blank white, a black and a noise picture."""
+    import skimage
+    from PIL import Image
+
+    folder = Path(skimage.__file__).parent / "data"
+    out = work / "not fruits"
+    out.mkdir()
+    made = []
+    for source in sorted(folder.glob("*.png")) + sorted(folder.glob("*.jpg")):
+        image = Image.open(source).convert("RGB")
+        image.save(out / f"{source.stem}.png")
+        canvas = Image.new("RGB", (100, 100), "white")
+        image.thumbnail((80, 80))
+        canvas.paste(image, ((100 - image.width) // 2, (100 - image.height) // 2))
+        canvas.save(out / f"{source.stem} on white.png")
+        made += [out / f"{source.stem}.png", out / f"{source.stem} on white.png"]
+    rng = np.random.default_rng(0)
+    for name, pixels in (
+        ("white", np.full((100, 100, 3), 255)),
+        ("black", np.zeros((100, 100, 3))),
+        ("noise", rng.integers(0, 256, (100, 100, 3))),
+    ):
+        Image.fromarray(pixels.astype(np.uint8)).save(out / f"{name}.png")
+        made.append(out / f"{name}.png")
+    return made
+
+
+def test_known_photos_are_named_and_unlearnt_ones_answered_unknown_alike_by_litert_and_spark(materialized, spark):
+    root, storage, _ = materialized
+    open_set = json.loads((_classifier_folder(storage) / "evaluation.json").read_text())["open_set"]
+    for fold in open_set["folds"]:  # trained without these classes, their photos are answered unknown
+        print(f"left out {fold['left_out']}: unknown {fold['unknown']}, AUROC {fold['auroc']}")
+        assert fold["unknown"][open_set["score"]] >= 0.95, fold
+    assert len(open_set["folds"]) >= 3
+
+    phone = phone_model(storage)
+    features = spark.read.format("delta").load(str(storage / "pca_features")).filter("split = 'Test'")
+    test_pcs = {r.path: np.array([r[c] for c in features.columns if c.startswith("pc_")]) for r in features.collect()}
+    labels = {r.path: r.label for r in features.select("path", "label").collect()}
+    spark_says = _spark_answers(spark, storage, test_pcs)
+    phone_says = {}
+    right_and_known = 0
+    for path in test_pcs:
+        answer = phone.answer(decode_resized(Path(path.removeprefix("file:")).read_bytes()))
+        phone_says[path] = answer.unknown
+        right_and_known += int(not answer.unknown and phone.labels[int(answer.probabilities.argmax())] == labels[path])
+    print(f"known Test photos named right and not unknown: {right_and_known}/{len(test_pcs)}")
+    assert right_and_known / len(test_pcs) >= 0.99
+    assert phone_says == spark_says  # the same answer, unknown included, on every Test photo
+
+
+def test_pictures_with_no_fruit_are_all_unknown_to_litert_and_to_spark(materialized, spark, tmp_path):
+    from fruits_assets.spark.ingest import ingest_column
+
+    _, storage, _ = materialized
+    pictures = _not_fruits(tmp_path)
+    rows = spark.createDataFrame([(f"file:{p}", "none", None) for p in pictures], "path string, label string, e string")
+    outcome, _ = ingest_column(spark, "litert", 4, 50_000_000)
+    featurized = rows.select("path", outcome("path", "label", "e").alias("o")).select("path", "o.features").collect()
+    arrays = _parameters(storage)
+    std = arrays["std"]
+    scale = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
+    pcs = {r.path: ((np.asarray(r.features) - arrays["mean"]) * scale) @ arrays["components"] for r in featurized}
+    spark_says = _spark_answers(spark, storage, pcs)
+    phone = phone_model(storage)
+    phone_says = {f"file:{p}": phone.answer(decode_resized(p.read_bytes())).unknown for p in pictures}
+    known = sorted(path for path, unknown in spark_says.items() if not unknown)
+    print(f"{len(pictures)} pictures with no fruit; answered unknown by Spark: {len(pictures) - len(known)}")
+    assert not known, known
+    assert phone_says == spark_says
+
+
+def test_fruits_identify_says_unknown_for_a_picture_with_no_fruit_and_exits_0(materialized, tmp_path):
+    _, storage, _ = materialized
+    pictures = [p for p in _not_fruits(tmp_path) if p.stem in ("coffee", "chelsea on white")]
+    shown = subprocess.run(
+        [str(FRUITS), "identify", "--storage", str(storage), *map(str, pictures)], capture_output=True, text=True
+    )
+    print(shown.stdout)
+    assert shown.returncode == 0, shown.stderr  # an unknown fruit is an answer, not an error
+    lines = shown.stdout.splitlines()[:2]
+    assert all(": unknown (nearest: " in line for line in lines), lines

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 from moto.server import ThreadedMotoServer
@@ -44,6 +44,7 @@ from .conftest import (
     s3_options,
     table,
 )
+from .daemon import DONE, dagster_dev, materialized, runs, status, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 RELEASE = PROJECT / "build" / "release"
@@ -262,6 +263,15 @@ def emr_run(aws, node, tmp_path_factory):
     assert code == 0, (work / "materialize.log").read_text()[-4000:] + str(steps)
     full_run_steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
 
+    # Nothing new: every step decides so on the host, from the tables' logs; no EMR step is added.
+    again_home = work / "again_home"
+    again_home.mkdir()
+    again = _materialize_on_emr(run_env | {"DAGSTER_HOME": str(again_home)}, runner, work / "again.log")
+    assert again == 0, (work / "again.log").read_text()[-4000:]
+    steps_after_nothing = len(emr.list_steps(ClusterId=cluster_id)["Steps"])
+    sensor_runs = _sensor_runs_on_emr(aws, run_env, work)
+    steps_after_sensor = emr.list_steps(ClusterId=cluster_id)["Steps"]
+
     failed_home = work / "failed_home"
     failed_home.mkdir()
     # A storage root of its own: `out/` belongs to the images it was made from, and another root is refused there.
@@ -289,7 +299,36 @@ def emr_run(aws, node, tmp_path_factory):
         "instance": DagsterInstance.from_config(str(home)),
         "key": key,
         "failed": (failed, DagsterInstance.from_config(str(failed_home))),
+        "steps_after_nothing": steps_after_nothing,
+        "sensor_runs": sensor_runs,
+        "steps_after_sensor": steps_after_sensor,
     }
+
+
+def _sensor_runs_on_emr(aws: dict[str, str], run_env: dict[str, str], work: Path) -> dict:
+    """The daemon (`dg dev`) with the EMR deployment: its first tick's full listing finds nothing new; an upload's
+    notification then starts a run whose Spark steps go to the cluster."""
+    s3, sqs = aws_client("s3", aws), aws_client("sqs", aws)
+    queue = sqs.create_queue(QueueName="fruits-photos")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}
+    rule["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": "images/"}]}}
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [rule]})
+    env = run_env | {"FRUITS_IMAGES_QUEUE": queue, "FRUITS_SENSOR_SECONDS": "2", "FRUITS_AUTOMATION_SECONDS": "3600"}
+    with dagster_dev(work / "daemon_home", env, work / "dg_dev.log") as (_, instance):
+        full = wait_for("the first tick's listing", lambda: runs(instance, **{"fruits/reason": "reconcile"}), 120)[0]
+        wait_for("it done", lambda: status(instance, full) in DONE, timeout=600, every=1)
+        emr = aws_client("emr", aws)
+        before = {step["Id"] for step in emr.list_steps(ClusterId=run_env["FRUITS_EMR_CLUSTER_ID"])["Steps"]}
+        s3.put_object(Bucket=BUCKET, Key="images/Test/Kiwi 1/new.jpg", Body=fruit_jpeg((120, 100, 40), seed=77))
+        notified = wait_for("the upload's run", lambda: runs(instance, **{"fruits/reason": "notifications"}), 120)[0]
+        wait_for("it done", lambda: status(instance, notified) in DONE, timeout=900, every=1)
+        return {
+            "full": status(instance, full),
+            "notified": status(instance, notified),
+            "steps_before_upload": before,
+            "files_read": materialized(instance, notified, "labeled_images")["files_read"],
+        }
 
 
 def _keys(s3, prefix: str) -> list[str]:
@@ -310,7 +349,7 @@ def test_every_asset_and_check_ran_as_its_own_emr_step(emr_run):
         assert "--py-files" in args and args[-3].endswith("emr_step.py")
     [run] = [r for r in emr_run["instance"].get_runs()]
     checks = emr_run["instance"].all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-    assert len(checks) == 8 and all(c.dagster_event.event_specific_data.passed for c in checks)
+    assert len(checks) == 10 and all(c.dagster_event.event_specific_data.passed for c in checks)
     for asset in ("raw_images", "labeled_images", "rejected_images", "class_index", "mobilenet_features"):
         assert emr_run["instance"].get_latest_materialization_event(AssetKey(asset)) is not None
     for asset in ("pca_model", "pca_features", "pca_features_csv", "fruit_classifier", "phone_model"):
@@ -372,3 +411,17 @@ def test_a_failed_step_fails_the_run_with_its_own_error_and_its_stderr(emr_run):
     assert f"images root s3://{BUCKET}/nowhere does not exist" in str(failure.dagster_event.step_failure_data.error)
     [tail] = [m for m in messages if "the last lines of its stderr" in m]
     assert "/steps/" in tail and "FileNotFoundError" in tail  # the step's own stderr, from the cluster's log URI
+
+
+def test_with_nothing_new_every_step_decides_on_the_host_and_no_emr_step_is_added(emr_run):
+    assert emr_run["steps_after_nothing"] == len(emr_run["steps"])
+    assert emr_run["sensor_runs"]["full"] == DagsterRunStatus.SUCCESS
+    assert len(emr_run["sensor_runs"]["steps_before_upload"]) == len(emr_run["steps"])  # the sensor's listing: none
+
+
+def test_a_sensor_run_for_an_upload_sends_its_spark_steps_through_the_launcher(emr_run):
+    runs_ = emr_run["sensor_runs"]
+    assert runs_["notified"] == DagsterRunStatus.SUCCESS and runs_["files_read"] == 1
+    added = [s for s in emr_run["steps_after_sensor"] if s["Id"] not in runs_["steps_before_upload"]]
+    assert sorted(s["Name"] for s in added) == ["Execute Solid/Op raw_images", "Execute Solid/Op screen_and_featurize"]
+    assert all(s["Status"]["State"] == "COMPLETED" for s in added)

@@ -27,6 +27,7 @@ CHECKS = {
     "explained_variance_reaches_target",
     "csv_has_k_components",
     "test_accuracy_reaches_floor",
+    "lags_newest_photos",  # on the CSV and the classifier
 }
 
 
@@ -67,7 +68,9 @@ def test_checks_run_in_their_steps_pass_and_a_hand_picked_k_only_warns(run):
         "project_features",
         "fruit_classifier",
         "phone_model",
-    }  # checks run inside their steps
+        "pca_features_csv_lags_newest_photos",
+        "fruit_classifier_lags_newest_photos",
+    }  # checks run inside their steps, but the freshness checks, which the hourly schedule runs on their own
 
 
 def test_ui_metadata_has_plots_previews_versions_and_throughput(run):

@@ -1,22 +1,23 @@
 """The Dagster UI in a real browser: materialize everything by clicking, then look at the PCA plot.
 
-Starts `dagster dev` with the project's workspace.yaml on a free loopback port
-and drives Debian's headless Chromium with Playwright. Screenshots are saved
-under build/ui-screenshots/ (or FRUITS_SCREENSHOTS) for people to look at.
+Starts `dg dev` (webserver and daemon) with the project's dagster.yaml on a free
+loopback port: the sensor and the automation run the pipeline before anyone clicks.
+Then drives Debian's headless Chromium with Playwright: Materialize all, the PCA
+plot and checks, the Automation page, the sensor's ticks and the automation
+conditions' evaluations. Screenshots are saved under build/ui-screenshots/ (or
+FRUITS_SCREENSHOTS) for people to look at.
 """
 
 import contextlib
 import os
 import shutil
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import DagsterRunStatus
 
-from .conftest import DAGSTER, free_port, start_server, stop_server, write_tree
+from .conftest import write_tree
+from .daemon import dagster_dev, settled, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("FRUITS_SCREENSHOTS", PROJECT / "build" / "ui-screenshots"))
@@ -34,21 +35,9 @@ CHROMIUM_ARGS = [
 RUN_TIMEOUT_S = 300
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory):
+    """`dg dev` with the project's dagster.yaml: the sensor and the automation run the pipeline by themselves."""
     if not Path(CHROMIUM).exists():
         message = "Debian's chromium is not installed (make setup installs it)"
         if os.environ.get("CI"):
@@ -59,18 +48,10 @@ def dagster_ui(tmp_path_factory):
     write_tree(
         work / "images", {"Training/Kiwi 1": 6, "Training/Lemon 1": 6, "Test/Kiwi 1": 3, "Test/Lemon 1": 3}, colors
     )
-    home = work / "dagster_home"
-    home.mkdir()
-    port = free_port()
-    env = {**os.environ, "FRUITS_IMAGES": str(work / "images"), "FRUITS_STORAGE": str(work / "storage")}
-    env["DAGSTER_HOME"] = str(home)
-    command = [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    process = start_server(command, work / "dagster_dev.log", cwd=PROJECT, env=env)
-    try:
-        _wait_until_up(f"http://127.0.0.1:{port}/server_info", process, timeout=180)
-        yield f"http://127.0.0.1:{port}", home
-    finally:
-        stop_server(process)
+    env = {"FRUITS_IMAGES": str(work / "images"), "FRUITS_STORAGE": str(work / "storage")}
+    env |= {"FRUITS_SENSOR_SECONDS": "3", "FRUITS_AUTOMATION_SECONDS": "3"}
+    with dagster_dev(work / "dagster_home", env, work / "dg_dev.log") as (url, instance):
+        yield url, instance, work / "storage"
 
 
 def _dismiss_community_dialog(page) -> None:
@@ -81,10 +62,18 @@ def _dismiss_community_dialog(page) -> None:
         page.get_by_role("button", name="Skip").click(timeout=10000)
 
 
-def test_materialize_all_from_the_ui_and_see_the_pca_plot(dagster_ui):
+def test_the_pipeline_runs_itself_then_materialize_all_from_the_ui_and_see_the_automation(dagster_ui):
     from playwright.sync_api import sync_playwright
 
-    url, home = dagster_ui
+    url, instance, storage = dagster_ui
+    # Nobody clicks: the sensor's first tick reads the photos, the automation carries them to the phone's model.
+    wait_for(
+        "the pipeline to run by itself",
+        lambda: settled(instance, 10) and (storage / "phone_model" / "current.json").exists(),
+        timeout=RUN_TIMEOUT_S,
+        every=2,
+    )
+    by_itself = len(instance.get_runs())
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -94,14 +83,10 @@ def test_materialize_all_from_the_ui_and_see_the_pca_plot(dagster_ui):
         page.screenshot(path=SCREENSHOTS / "1-asset-graph.png")
         page.get_by_role("button", name="Materialize all").click()
         page.get_by_text("Launched run").or_(page.get_by_text("Launched 1 run")).first.wait_for(timeout=30000)
-
-        deadline = time.monotonic() + RUN_TIMEOUT_S
+        wait_for("the run launched from the UI", lambda: len(instance.get_runs()) > by_itself, timeout=60)
+        wait_for("it done", lambda: settled(instance, 10), timeout=RUN_TIMEOUT_S, every=2)
         page.goto(f"{url}/runs", wait_until="networkidle")
-        while "Success" not in page.inner_text("body"):
-            assert "Failure" not in page.inner_text("body"), "the run launched from the UI failed"
-            assert time.monotonic() < deadline, "the run launched from the UI did not finish in time"
-            page.wait_for_timeout(3000)
-            page.reload(wait_until="networkidle")
+        page.get_by_text("Success").first.wait_for(timeout=30000)
         page.screenshot(path=SCREENSHOTS / "2-run-succeeded.png")
 
         page.goto(f"{url}/assets/pca_model", wait_until="networkidle")
@@ -115,10 +100,26 @@ def test_materialize_all_from_the_ui_and_see_the_pca_plot(dagster_ui):
         page.goto(f"{url}/assets/pca_model?view=checks", wait_until="networkidle")
         page.locator(":text('explained_variance_reaches_target'):visible").first.wait_for(timeout=15000)
         page.screenshot(path=SCREENSHOTS / "4-pca-model-checks.png")
+
+        page.goto(f"{url}/automation", wait_until="networkidle")
+        page.locator(":text('new_photos'):visible").first.wait_for(timeout=15000)
+        page.locator(":text('fruits_automation'):visible").first.wait_for(timeout=15000)
+        page.screenshot(path=SCREENSHOTS / "5-automation.png")
+
+        page.goto(f"{url}/locations/fruits_assets/sensors/new_photos", wait_until="networkidle")
+        page.locator(":text('Skipped'):visible, :text('Success'):visible").first.wait_for(timeout=15000)
+        sensor_page = page.inner_text("body")
+        page.screenshot(path=SCREENSHOTS / "6-sensor-ticks.png")
+
+        page.goto(f"{url}/assets/pca_model?view=automation", wait_until="networkidle")
+        page.locator(":text('any_deps_data_version_changed'):visible").first.wait_for(timeout=30000)
+        page.screenshot(path=SCREENSHOTS / "7-automation-evaluations.png")
         browser.close()
 
     assert box is not None and box["width"] > 200 and box["height"] > 100
-    runs = DagsterInstance.from_config(str(home)).get_runs()
-    assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS]
-    for name in ("1-asset-graph", "2-run-succeeded", "3-pca-explained-variance", "4-pca-model-checks"):
+    assert "nothing new" in sensor_page  # the sensor's ticks say why no run was launched
+    statuses = {run.status for run in instance.get_runs()}
+    assert statuses == {DagsterRunStatus.SUCCESS}
+    names = ["1-asset-graph", "2-run-succeeded", "3-pca-explained-variance", "4-pca-model-checks", "5-automation"]
+    for name in [*names, "6-sensor-ticks", "7-automation-evaluations"]:
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000

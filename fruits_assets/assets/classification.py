@@ -3,6 +3,7 @@
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import numpy as np
 from dagster import (
@@ -11,6 +12,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     DataVersion,
+    Failure,
     MetadataValue,
     Output,
     ResourceParam,
@@ -21,18 +23,30 @@ from dagster import (
     asset,
 )
 
-from fruits_assets.assets.config import ClassifierConfig, RunGuard
-from fruits_assets.assets.plots import confusion_matrix_png, markdown_image
+from fruits_assets.assets.automation import ON_NEW_DATA
+from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, ClassifierConfig, RunGuard
+from fruits_assets.assets.plots import confusion_matrix_png, markdown_image, open_set_png
+from fruits_assets.resources.emr import register_step_work
 from fruits_assets.resources.io_managers import MODEL_IO_MANAGER
 from fruits_assets.resources.models import FittedModel, ModelStore, version_folder
 from fruits_assets.resources.spark_resource import SparkResource
 from fruits_assets.resources.tables import DeltaTables
-from fruits_assets.spark.classifier import Evaluation, evaluate, fit_classifier, parameters, train_test, with_class
+from fruits_assets.spark.classifier import (
+    CLASS_COL,
+    Evaluation,
+    evaluate,
+    fit_classifier,
+    parameters,
+    train_test,
+    with_class,
+)
+from fruits_assets.spark.openset import HALF, Fold, class_gaussians, leave_classes_out, scored, with_halves
 from fruits_assets.spark.progress import job_description
 from fruits_assets.vision.engines import convert_to_litert
+from fruits_assets.vision.openset import CHOSEN, SCORES, threshold
 from fruits_assets.vision.phone import LABELS_FILE, MODEL_FILE, PhoneModel, build_phone_model, labels_json
 
-CLASSIFIER, PHONE, PROJECTED = "fruit_classifier", "phone_model", "pca_features"
+CLASSIFIER, PHONE, PROJECTED, FEATURES = "fruit_classifier", "phone_model", "pca_features", "mobilenet_features"
 PARAMETERS, EVALUATION = "parameters.npz", "evaluation.json"
 KEPT = (PARAMETERS, EVALUATION)
 
@@ -61,7 +75,17 @@ def _per_class_table(labels: list[str], evaluation, support: np.ndarray) -> Meta
     kinds={"spark"},
     ins={"class_index": AssetIn()},
     deps=["pca_features", "pca_model"],
-    check_specs=[AssetCheckSpec("test_accuracy_reaches_floor", asset=CLASSIFIER)],
+    automation_condition=ON_NEW_DATA,
+    pool=POOL,
+    retry_policy=TRANSIENT_FAILURES,
+    check_specs=[
+        AssetCheckSpec("test_accuracy_reaches_floor", asset=CLASSIFIER),
+        AssetCheckSpec(
+            "unlearnt_fruits_answered_unknown",
+            asset=CLASSIFIER,
+            description="Trained without some classes, their photos are answered unknown (every way tested).",
+        ),
+    ],
 )
 def fruit_classifier(
     context: AssetExecutionContext,
@@ -80,12 +104,7 @@ def fruit_classifier(
     arrays (`parameters.npz`): what `phone_model` and `fruits identify` need, no Spark.
     """
     labels = sorted(class_index, key=class_index.get)
-    projected = tables.state(PROJECTED)
-    if projected is None:
-        raise FileNotFoundError(f"no table {tables.path(PROJECTED)}: materialize {PROJECTED} first")
-    # The PCA the features were projected with, not whichever is current: the phone applies this very one.
-    pca_folder = projected.user_metadata["made_from"]["pca_model"]
-    made_from = {PROJECTED: projected.identity, "pca_model": pca_folder, "classes": labels, **config.model_dump()}
+    projected, pca_folder, made_from = _classifier_made_from(tables, config, labels)
     if models.made_from(CLASSIFIER) == made_from:  # nothing it depends on changed: the stored one stands, no Spark
         model, files = None, {name: models.file(CLASSIFIER, name) for name in KEPT}
     else:
@@ -94,6 +113,8 @@ def fruit_classifier(
     evaluation = Evaluation(np.array(figures["confusion"]))
     support = evaluation.confusion.sum(axis=1)
     plot = confusion_matrix_png(evaluation.confusion, labels)
+    open_set = figures["open_set"]
+    unknown_min = min((f["unknown"][CHOSEN] for f in open_set["folds"]), default=float("nan"))
     yield Output(
         FittedModel(model, made_from, files),
         data_version=DataVersion(version_folder(made_from)),
@@ -107,6 +128,15 @@ def fruit_classifier(
             "per_class": _per_class_table(labels, evaluation, support),
             "confusion_matrix": MetadataValue.md(markdown_image(plot, "confusion matrix")),
             "confusion_matrix_counts": MetadataValue.json(evaluation.confusion.tolist()),
+            "unknown_score": open_set["score"],
+            "unknown_threshold": open_set["threshold"],
+            "known_share": open_set["known_share"],
+            "known_named_right": open_set["known_named_right"][CHOSEN],
+            "unlearnt_answered_unknown_min": unknown_min,
+            "open_set_scores": _open_set_table(open_set),
+            "open_set_plot": MetadataValue.md(
+                markdown_image(open_set_png(open_set["folds"], SCORES, config.unknown_floor), "unknown fruits")
+            ),
         },
     )
     yield AssetCheckResult(
@@ -118,33 +148,136 @@ def fruit_classifier(
             "macro_f1": evaluation.macro_f1,
         },
     )
+    yield AssetCheckResult(
+        check_name="unlearnt_fruits_answered_unknown",
+        passed=bool(open_set["folds"]) and unknown_min >= config.unknown_floor,
+        metadata={
+            "floor": config.unknown_floor,
+            "lowest_share_answered_unknown": unknown_min,
+            "ways_tested": len(open_set["folds"]),
+            "known_named_right": open_set["known_named_right"][CHOSEN],
+        },
+    )
+
+
+def _open_set_table(open_set: dict) -> MetadataValue:
+    """Per score: its AUROC (known against left-out photos), the lowest share of left-out photos it answers
+    unknown, and the share of known photos it keeps named right, at its threshold."""
+    folds = open_set["folds"]
+    columns = [TableColumn("score", "string"), TableColumn("auroc_mean", "float"), TableColumn("unknown_min", "float")]
+    columns += [TableColumn("known_named_right", "float"), TableColumn("chosen", "bool")]
+    records = [
+        TableRecord(
+            {
+                "score": name,
+                "auroc_mean": round(float(np.mean([f["auroc"][name] for f in folds])) if folds else float("nan"), 4),
+                "unknown_min": round(min((f["unknown"][name] for f in folds), default=float("nan")), 4),
+                "known_named_right": round(open_set["known_named_right"][name], 4),
+                "chosen": name == open_set["score"],
+            }
+        )
+        for name in SCORES
+    ]
+    return MetadataValue.table(records=records, schema=TableSchema(columns=columns))
+
+
+def _classifier_made_from(tables: DeltaTables, config: ClassifierConfig, labels: list[str]) -> tuple:
+    projected = tables.state(PROJECTED)
+    if projected is None:
+        raise Failure(f"no table {tables.path(PROJECTED)}: materialize {PROJECTED} first", allow_retries=False)
+    # The PCA the features were projected with, not whichever is current: the phone applies this very one.
+    pca_folder = projected.user_metadata["made_from"]["pca_model"]
+    made_from = {PROJECTED: projected.identity, "pca_model": pca_folder, "classes": labels, **config.model_dump()}
+    return projected, pca_folder, made_from
+
+
+def classifier_has_work(resources, op_config: dict) -> bool:
+    """For the step launcher: whether the current classifier was made from other inputs (no JVM)."""
+    locations = resources.tables.locations
+    index = json.loads(locations.read(locations.path_of("class_index.json")) or b"{}")
+    labels = sorted(index, key=index.get)
+    made_from = _classifier_made_from(resources.tables, ClassifierConfig(**op_config), labels)[2]
+    return resources.models.made_from(CLASSIFIER) != made_from
+
+
+register_step_work(CLASSIFIER, classifier_has_work)
 
 
 def _train(pyspark, tables, models, config, class_index, labels, version: int, pca_folder: str) -> tuple:
-    """Train on one split, test on the other; the model, and the files kept beside it: the evaluation, and the
-    regression's and the PCA's parameters as plain arrays (the PCA the features were projected with)."""
-    with job_description(pyspark.spark_session, "fruit_classifier: train and test"):
+    """Train on one split, test on the other, measure `unknown`; the model, and the files kept beside it: the
+    evaluation, and the regression's, the PCA's and the open-set score's parameters as plain arrays (the PCA the
+    features were projected with)."""
+    spark = pyspark.spark_session
+    with job_description(spark, "fruit_classifier: train and test"):
         table = with_class(tables.read(PROJECTED, version), class_index)
         train, test, how = train_test(table, config.holdout_share, config.seed)
         model = fit_classifier(train, config.reg_param)
         evaluation = evaluate(model, test, len(labels))
         train_images = int(train.count())
+    with job_description(spark, "fruit_classifier: which fruit, or none"):
+        gaussians = class_gaussians(train, len(labels))
+        arrays = {**parameters(model), "means": gaussians.means, "precision": gaussians.precision}
+        scores = scored(with_halves(test, config.seed), arrays).toPandas()  # the test split: bounded by its share
+        k = json.loads(models.file("pca_model", "fit.json", pca_folder))["k"]
+        folds = leave_classes_out(
+            spark,
+            tables.read(FEATURES),
+            labels,
+            config.unknown_folds,
+            config.fold_rows,
+            config.known_share,
+            k,
+            config.reg_param,
+            config.seed,
+        )
+    open_set = _open_set_figures(scores, folds, config.known_share)
     pca = models.load("pca_model", pca_folder)
-    scaler, components = pca.stages[0], pca.stages[-1]
-    arrays = {
+    scaler, pcs = pca.stages[0], pca.stages[-1]
+    arrays |= {
         "mean": scaler.mean.toArray(),
         "std": scaler.std.toArray(),
-        "components": components.pc.toArray(),
-        **parameters(model),
+        "components": pcs.pc.toArray(),
+        "threshold": np.array(open_set["threshold"]),
         "labels": np.array(labels),
     }
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    figures = {"confusion": evaluation.confusion.tolist(), "how": how, "train_images": train_images}
+    figures = {
+        "confusion": evaluation.confusion.tolist(),
+        "how": how,
+        "train_images": train_images,
+        "open_set": open_set,
+    }
     return model, {PARAMETERS: buffer.getvalue(), EVALUATION: json.dumps(figures).encode()}
 
 
-@asset(io_manager_key=MODEL_IO_MANAGER, group_name="classification", kinds={"tensorflow", "tflite"}, deps=[CLASSIFIER])
+def _open_set_figures(scores, folds: list[Fold], share: float) -> dict:
+    """The threshold of each score on the calibration half of the test photos, what it keeps of the other half,
+    and the leave-classes-out figures; the chosen score's threshold is the one the models apply."""
+    calibration, evaluation = scores[scores[HALF]], scores[~scores[HALF]]
+    right = (evaluation["prediction"] == evaluation[CLASS_COL]).to_numpy()
+    cuts = {name: threshold(calibration[name].to_numpy(), share) for name in SCORES}
+    return {
+        "score": CHOSEN,
+        "threshold": cuts[CHOSEN],
+        "known_share": share,
+        "calibration_photos": len(calibration),
+        "evaluation_photos": len(evaluation),
+        "known_named_right": {n: float(((evaluation[n].to_numpy() >= cuts[n]) & right).mean()) for n in SCORES},
+        "thresholds": cuts,
+        "folds": [asdict(fold) for fold in folds],
+    }
+
+
+@asset(
+    io_manager_key=MODEL_IO_MANAGER,
+    group_name="classification",
+    kinds={"tensorflow", "tflite"},
+    deps=[CLASSIFIER],
+    automation_condition=ON_NEW_DATA,
+    pool=POOL,
+    retry_policy=TRANSIENT_FAILURES,
+)
 def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: RunGuard) -> Output:
     """`fruits_classifier.tflite` and `labels.json`: one LiteRT model from RGB pixels to class probabilities.
 
@@ -156,7 +289,9 @@ def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: R
     """
     classifier = models.current_folder(CLASSIFIER)
     if classifier is None:
-        raise FileNotFoundError(f"no {CLASSIFIER} under {models.locations.storage_root}: materialize it first")
+        raise Failure(
+            f"no {CLASSIFIER} under {models.locations.storage_root}: materialize it first", allow_retries=False
+        )
     made_from = {CLASSIFIER: classifier}
     version = DataVersion(version_folder(made_from))
     if models.made_from(PHONE) == made_from:  # built from this very classifier already
@@ -165,9 +300,9 @@ def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: R
         arrays = {name: saved[name] for name in saved.files}
     labels = [str(label) for label in arrays["labels"]]
     flatbuffer = convert_to_litert(build_phone_model(arrays))
-    files = {MODEL_FILE: flatbuffer, LABELS_FILE: labels_json(labels)}
+    files = {MODEL_FILE: flatbuffer, LABELS_FILE: labels_json(labels, float(arrays["threshold"]), CHOSEN)}
     check = PhoneModel.from_files(files[MODEL_FILE], files[LABELS_FILE])  # the file loads and answers
-    probabilities = check.classify(np.full((224, 224, 3), 255, dtype=np.uint8))
+    white = check.answer(np.full((224, 224, 3), 255, dtype=np.uint8))  # a blank page is no fruit
     return Output(
         FittedModel(None, made_from, files),
         data_version=version,
@@ -176,7 +311,9 @@ def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: R
             "model_bytes": len(flatbuffer),
             "classes": len(labels),
             "input": "float32 [1, 224, 224, 3], RGB 0..255",
-            "output": f"float32 [1, {len(labels)}], probabilities in labels.json's order",
-            "probabilities_sum_on_white": float(probabilities.sum()),
+            "outputs": f"float32 [1, {len(labels)}] probabilities in labels.json's order; float32 [1, 1] known score",
+            "unknown_threshold": float(arrays["threshold"]),
+            "probabilities_sum_on_white": float(white.probabilities.sum()),
+            "white_page_answered_unknown": white.unknown,
         },
     )

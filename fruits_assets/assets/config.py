@@ -10,7 +10,7 @@ on the same storage, fails before any work.
 
 from typing import Any
 
-from dagster import Config, InitResourceContext
+from dagster import Backoff, Config, InitResourceContext, Jitter, RetryPolicy
 from pydantic import Field, ValidationError
 
 from fruits_assets.resources.guard import StorageGuard
@@ -22,6 +22,23 @@ from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
 # About 2.5 minutes of this machine's two cores, and a minute or two of a small EMR cluster: a chunk is worth
 # its three commits (a few seconds), and a failure costs at most one chunk of work.
 DEFAULT_CHUNK_FILES = 50_000
+
+
+# Every step of the pipeline takes a slot of this pool: with the instance's `granularity: run` and a limit of one
+# (dagster.yaml), runs on this storage root queue behind each other instead of failing on its lock.
+POOL = "fruits_storage"
+# A step that fails for a reason outside it (S3 throttling, a lost executor, a timeout) is tried again, with
+# backoff. What cannot mend by waiting (a bad setting, a lost lease, a failed audit) fails with
+# `Failure(allow_retries=False)`, and a failed blocking check is never retried.
+TRANSIENT_FAILURES = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+
+class ListingConfig(Config):
+    paths: list[str] | None = Field(
+        default=None,
+        description="Only these paths (as raw_images holds them: file:/… or s3://…), what a sensor found changed; "
+        "unset, the whole images root is listed.",
+    )
 
 
 class IngestConfig(Config):
@@ -63,9 +80,30 @@ class ClassifierConfig(Config):
     )
     seed: int = Field(default=0, description="Seed of the hold-out when the tree has no Training/Test splits.")
     reg_param: float = Field(default=1e-3, ge=0, description="L2 regularization of the logistic regression.")
+    known_share: float = Field(
+        default=0.99,
+        ge=0.5,
+        lt=1,
+        description="Share of known photos still answered (with 95% confidence): the `unknown` threshold is fitted "
+        "on held-out known photos to keep it.",
+    )
+    unknown_floor: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Share of the photos of classes left out of training that must be answered `unknown`, in every "
+        "way of leaving classes out (the check `unlearnt_fruits_answered_unknown`).",
+    )
+    unknown_folds: int = Field(
+        default=3, ge=2, le=20, description="Ways of leaving classes out: fold i leaves out every folds-th class."
+    )
+    fold_rows: int = Field(
+        default=6000, ge=100, le=200_000, description="Feature rows sampled for each leave-classes-out fold."
+    )
 
 
 OP_CONFIGS: dict[str, type[Config]] = {
+    "raw_images": ListingConfig,
     "screen_and_featurize": IngestConfig,
     "pca_model": PCAConfig,
     "fruit_classifier": ClassifierConfig,

@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from dagster import (
     AssetCheckResult,
@@ -10,6 +11,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetOut,
+    DataVersion,
     Failure,
     MetadataValue,
     Output,
@@ -24,8 +26,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.config import IngestConfig, RunGuard
+from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, IngestConfig, RunGuard
 from fruits_assets.assets.screening import STATE_FILE, CheckVerdict, ScreeningState
+from fruits_assets.resources.emr import register_step_work
 from fruits_assets.resources.io_managers import DELTA_IO_MANAGER, JSON_IO_MANAGER
 from fruits_assets.resources.locations import DataLocations
 from fruits_assets.resources.spark_resource import SparkResource
@@ -50,6 +53,7 @@ from fruits_assets.spark.reconcile import (
     touched_counts,
 )
 from fruits_assets.vision.delta_log import TableState
+from fruits_assets.vision.digest import recipe_digest
 from fruits_assets.vision.featurizer import featurizer_id
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 
@@ -73,6 +77,8 @@ def _count_table(rows: list[dict], columns: list[str], count_column: str) -> Met
 
 @multi_asset(
     deps=[RAW],
+    pool=POOL,
+    retry_policy=TRANSIENT_FAILURES,
     outs={
         LABELED: AssetOut(
             io_manager_key=DELTA_IO_MANAGER,
@@ -131,21 +137,67 @@ def screen_and_featurize(
     same listing, recipe and table versions as the last complete run, nothing runs
     and no Spark starts.
     """
+    inputs = screening_inputs(tables, locations, config)
+    if inputs.nothing_to_do:
+        context.log.info(f"nothing to do: {RAW} version {inputs.raw.version} was screened with this recipe already")
+        yield from _unchanged(inputs.raw, inputs.states, inputs.previous)
+        return
+    yield from _screen(
+        context,
+        config,
+        pyspark,
+        tables,
+        locations,
+        inputs.raw,
+        inputs.states,
+        inputs.made_from,
+        inputs.previous,
+        inputs.recipe,
+    )
+
+
+@dataclass(frozen=True)
+class ScreeningInputs:
+    """What the screening would be made from, read without a JVM, and what the last complete one left."""
+
+    raw: TableState
+    states: dict[str, TableState | None]
+    made_from: dict
+    recipe: str
+    previous: ScreeningState | None
+
+    @property
+    def nothing_to_do(self) -> bool:
+        identities = {name: s.identity for name, s in self.states.items() if s is not None}
+        return (
+            self.previous is not None
+            and len(identities) == len(OUTPUT_TABLES)
+            and self.previous.still_current(self.made_from, identities, BLOCKING)
+        )
+
+
+def screening_inputs(tables: DeltaTables, locations: DataLocations, config: IngestConfig) -> ScreeningInputs:
     featurizer = featurizer_id(config.engine)
     recipe = f"{featurizer}|max_pixels={config.max_pixels}"
     raw = tables.state(RAW)
     if raw is None:
-        raise FileNotFoundError(f"no table {tables.path(RAW)}: materialize raw_images first")
-    states = {name: tables.state(name) for name in OUTPUT_TABLES}
-    identities = {name: s.identity for name, s in states.items() if s is not None}
-    made_from = {RAW: raw.identity, "recipe": recipe}
+        raise Failure(f"no table {tables.path(RAW)}: materialize raw_images first", allow_retries=False)
     stored = locations.read(locations.path_of(STATE_FILE))
-    previous = ScreeningState.from_bytes(stored) if stored is not None else None
-    if previous is not None and previous.still_current(made_from, identities, BLOCKING) and len(identities) == 3:
-        context.log.info(f"nothing to do: {RAW} version {raw.version} was screened with this recipe already")
-        yield from _unchanged(raw, states, previous)
-        return
-    yield from _screen(context, config, pyspark, tables, locations, raw, states, made_from, previous, recipe)
+    return ScreeningInputs(
+        raw=raw,
+        states={name: tables.state(name) for name in OUTPUT_TABLES},
+        made_from={RAW: raw.identity, "recipe": recipe},
+        recipe=recipe,
+        previous=ScreeningState.from_bytes(stored) if stored is not None else None,
+    )
+
+
+def screening_has_work(resources, op_config: dict) -> bool:
+    """For the step launcher, before it sends the step anywhere: whether the screening has anything to do."""
+    return not screening_inputs(resources.tables, resources.locations, IngestConfig(**op_config)).nothing_to_do
+
+
+register_step_work("screen_and_featurize", screening_has_work)
 
 
 def _unchanged(raw: TableState, states: dict[str, TableState | None], previous: ScreeningState) -> Iterator:
@@ -160,9 +212,7 @@ def _unchanged(raw: TableState, states: dict[str, TableState | None], previous: 
             data_version=data_version(state),
             metadata=metadata,
         )
-    yield Output(
-        _class_index(previous.counts()), output_name="class_index", metadata=_class_metadata(previous.counts())
-    )
+    yield _class_output(previous.counts())
     for name, verdict in previous.checks.items():
         yield _check(name, verdict, judged="when these versions were committed")
 
@@ -292,7 +342,7 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
     if reasons:
         summary_text = ", ".join(f"{r['reason']}: {r['count']}" for r in reasons)
         context.log.warning(f"rejected {sum(r['count'] for r in reasons)} new files ({summary_text})")
-    yield Output(_class_index(classes), output_name="class_index", metadata=_class_metadata(classes))
+    yield _class_output(classes)
     state = ScreeningState(
         made_from=made_from,
         tables={name: s.identity for name, s in final.items()},
@@ -417,17 +467,17 @@ def _conflicts(labeled: DataFrame, plan, previous: ScreeningState | None) -> lis
     return sorted(kept + conflicts_among(labeled, affected), key=lambda c: c["content_hash"])
 
 
-def _class_index(counts: dict[tuple[str | None, str], int]) -> dict[str, int]:
+def _class_output(counts: dict[tuple[str | None, str], int]) -> Output:
+    """`{label: class id}` from the images per (split, label); its data version names its content."""
     labels = sorted({label for _, label in counts})
-    return {label: i for i, label in enumerate(labels)}
-
-
-def _class_metadata(counts: dict[tuple[str | None, str], int]) -> dict:
+    index = {label: i for i, label in enumerate(labels)}
     rows = [{"split": split, "label": label, "count": n} for (split, label), n in sorted(counts.items(), key=_sort_key)]
-    return {
-        "classes": len({label for _, label in counts}),
-        "images_per_label": _count_table(rows, ["split", "label"], "images"),
-    }
+    return Output(
+        index,
+        output_name="class_index",
+        data_version=DataVersion(recipe_digest(index)),
+        metadata={"classes": len(labels), "images_per_label": _count_table(rows, ["split", "label"], "images")},
+    )
 
 
 def _check(name: str, verdict: CheckVerdict, judged: str | None = None) -> AssetCheckResult:

@@ -2,6 +2,8 @@
 
 from collections.abc import Iterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -13,22 +15,62 @@ from dagster import (
     asset,
 )
 
-from fruits_assets.assets.config import RunGuard
+from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, ListingConfig, RunGuard
+from fruits_assets.resources.emr import register_step_work
 from fruits_assets.resources.io_managers import DELTA_IO_MANAGER
 from fruits_assets.resources.locations import DataLocations
 from fruits_assets.resources.spark_resource import SparkResource
 from fruits_assets.resources.tables import DeltaTables, data_version
 from fruits_assets.spark.delta import NOTHING_WRITTEN, Changes, Commit
-from fruits_assets.spark.listing import RAW_SCHEMA, list_files, listing_changes, root_exists, unique_paths
+from fruits_assets.spark.listing import (
+    RAW_SCHEMA,
+    list_files,
+    list_paths,
+    listing_changes,
+    root_exists,
+    unique_paths,
+)
 from fruits_assets.spark.progress import job_description
+from fruits_assets.vision.paths import absolute_location, is_within
 
 RAW = "raw_images"
+
+
+def _listed(locations: DataLocations, tables: DeltaTables, config: ListingConfig) -> tuple:
+    """The listing (of the whole root, or of the paths given) and how it differs from the stored one: no JVM."""
+    root = locations.images_root
+    if not root_exists(root):
+        raise Failure(f"images root {root} does not exist (set FRUITS_IMAGES)", allow_retries=False)
+    outside = [p for p in (config.paths or []) if not is_within(absolute_location(p), root)]
+    if outside:
+        raise Failure(f"paths outside the images root {root}: {outside[:5]}", allow_retries=False)
+    before = tables.state(RAW)
+    partial = config.paths is not None and before is not None
+    listing = list_paths(root, config.paths) if partial else list_files(root)
+    if listing.num_rows == 0 and not partial:
+        raise Failure(f"no files at all under {root}: nothing to featurize", allow_retries=False)
+    known = tables.columns(RAW, ["path", "stamp"]) if before is not None else None
+    if partial:  # of the stored rows, those of the paths examined: any not found again are gone
+        known = known.filter(pc.is_in(known.column("path"), pa.array(sorted(set(config.paths)), pa.string())))
+    new, gone, added = listing_changes(listing, known)
+    return before, listing, new, gone, added, partial
+
+
+def raw_images_has_work(resources, op_config: dict) -> bool:
+    """For the step launcher: whether the listing differs from the stored one (a listing on the host, no JVM)."""
+    before, _, new, gone, _, _ = _listed(resources.locations, resources.tables, ListingConfig(**op_config))
+    return before is None or new.num_rows > 0 or gone.num_rows > 0
+
+
+register_step_work(RAW, raw_images_has_work)
 
 
 @asset(
     io_manager_key=DELTA_IO_MANAGER,
     group_name="images",
     kinds={"spark", "delta"},
+    pool=POOL,
+    retry_policy=TRANSIENT_FAILURES,
     check_specs=[
         AssetCheckSpec(
             "raw_images_listed",
@@ -40,6 +82,7 @@ RAW = "raw_images"
 )
 def raw_images(
     context: AssetExecutionContext,
+    config: ListingConfig,
     pyspark: SparkResource,
     locations: DataLocations,
     tables: DeltaTables,
@@ -53,16 +96,10 @@ def raw_images(
     file's version: a file whose stamp is unchanged is never read again. The listing
     is compared with the stored one without Spark (the table read by delta-rs); only
     when something changed does Spark start, to merge what changed in one commit.
+    Given `paths` (a sensor's change set), only those are examined.
     """
     root = locations.images_root
-    if not root_exists(root):
-        raise FileNotFoundError(f"images root {root} does not exist (set FRUITS_IMAGES)")
-    listing = list_files(root)
-    if listing.num_rows == 0:
-        raise ValueError(f"no files at all under {root}: nothing to featurize")
-    before = tables.state(RAW)
-    known = tables.columns(RAW, ["path", "stamp"]) if before is not None else None
-    new, gone, added = listing_changes(listing, known)
+    before, listing, new, gone, added, partial = _listed(locations, tables, config)
     expected = (before.rows if before is not None else 0) + added - gone.num_rows
     unique = unique_paths(listing)
     figures = {
@@ -72,8 +109,9 @@ def raw_images(
         "unexaminable_entries": listing.num_rows - listing.column("listing_error").null_count,
         "root": root,
     }
-    audit = {**figures, "paths_unique": unique, "rows_after_commit": expected}
-    passed = unique and expected == listing.num_rows
+    audit = {**figures, "paths_unique": unique, "rows_after_commit": expected, "paths_examined": listing.num_rows}
+    # A full listing must leave the table one row per listed file; a partial one, one row per path it examined.
+    passed = unique and (partial or expected == listing.num_rows)
     if not passed:  # judged before the commit it guards: the stored table keeps its version
         yield AssetCheckResult(check_name="raw_images_listed", passed=False, metadata=audit)
         raise Failure(

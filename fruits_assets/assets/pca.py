@@ -12,6 +12,7 @@ from dagster import (
     AssetKey,
     AssetOut,
     DataVersion,
+    Failure,
     MetadataValue,
     Output,
     ResourceParam,
@@ -21,9 +22,11 @@ from dagster import (
 )
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.config import PCAConfig, RunGuard
+from fruits_assets.assets.automation import ON_NEW_DATA
+from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, PCAConfig, RunGuard
 from fruits_assets.assets.plots import explained_variance_png, markdown_image, pc_scatter_png
 from fruits_assets.resources.csv_files import CsvFiles, CsvWrite
+from fruits_assets.resources.emr import register_step_work
 from fruits_assets.resources.io_managers import CSV_IO_MANAGER, DELTA_IO_MANAGER, MODEL_IO_MANAGER
 from fruits_assets.resources.models import FittedModel, ModelStore, version_folder
 from fruits_assets.resources.spark_resource import SparkResource
@@ -46,6 +49,9 @@ SCATTER_POINTS = 5000  # a sample is enough to see the clusters, whatever the nu
     group_name="reduction",
     kinds={"spark"},
     deps=[FEATURES],
+    automation_condition=ON_NEW_DATA,
+    pool=POOL,
+    retry_policy=TRANSIENT_FAILURES,
     check_specs=[AssetCheckSpec("explained_variance_reaches_target", asset=MODEL)],
 )
 def pca_model(
@@ -65,8 +71,7 @@ def pca_model(
     With the same table version and config as the current model, nothing is fitted
     and no Spark starts.
     """
-    features = _state(tables, FEATURES)
-    made_from = {FEATURES: features.identity, "k": config.k, "variance_target": config.variance_target}
+    features, made_from = _pca_made_from(tables, config)
     if models.made_from(MODEL) == made_from:
         fit, source = json.loads(models.file(MODEL, FIT) or b"{}"), "unchanged"
         model = None
@@ -74,7 +79,10 @@ def pca_model(
     else:
         moments, source = _moments(context, pyspark, tables, models, features)
         if moments.count == 0:
-            raise ValueError("no features to fit PCA on: every image was rejected (see the rejected_images asset)")
+            raise Failure(
+                "no features to fit PCA on: every image was rejected (see the rejected_images asset)",
+                allow_retries=False,
+            )
         model, spectrum = fit_pca(moments, config.k, config.variance_target)
         fit = {"spectrum": spectrum, "k": pca_k(model), "rows": moments.count}
         files = {MOMENTS: moments.to_bytes(), FIT: json.dumps(fit).encode()}
@@ -108,10 +116,34 @@ def pca_model(
     )
 
 
+def _pca_made_from(tables: DeltaTables, config: PCAConfig) -> tuple[TableState, dict]:
+    features = _state(tables, FEATURES)
+    return features, {FEATURES: features.identity, "k": config.k, "variance_target": config.variance_target}
+
+
+def pca_has_work(resources, op_config: dict) -> bool:
+    """For the step launcher: whether the current model was made from other features or settings (no JVM)."""
+    return resources.models.made_from(MODEL) != _pca_made_from(resources.tables, PCAConfig(**op_config))[1]
+
+
+def projection_has_work(resources, op_config: dict) -> bool:
+    """For the step launcher: whether the projection or the CSV was made from other inputs (no JVM)."""
+    tables, models = resources.tables, resources.models
+    features, folder = _state(tables, FEATURES), models.current_folder(MODEL)
+    projected = tables.state(PROJECTED)
+    if projected is None or projected.user_metadata.get("made_from") != {FEATURES: features.identity, MODEL: folder}:
+        return True
+    return not resources.csv_files.is_current(CSV, {PROJECTED: projected.identity})
+
+
+register_step_work(MODEL, pca_has_work)
+register_step_work("project_features", projection_has_work)
+
+
 def _state(tables: DeltaTables, name: str) -> TableState:
     state = tables.state(name)
     if state is None:
-        raise FileNotFoundError(f"no table {tables.path(name)}: materialize {name} first")
+        raise Failure(f"no table {tables.path(name)}: materialize {name} first", allow_retries=False)
     return state
 
 
@@ -142,17 +174,21 @@ def _moments(context, pyspark, tables: DeltaTables, models: ModelStore, features
             io_manager_key=DELTA_IO_MANAGER,
             group_name="reduction",
             kinds={"spark", "delta"},
+            automation_condition=ON_NEW_DATA,
             description="`path, label, split, pc_1 … pc_k` at full precision: every feature row in the PCA basis.",
         ),
         CSV: AssetOut(
             io_manager_key=CSV_IO_MANAGER,
             group_name="reduction",
             kinds={"spark", "csv"},
+            automation_condition=ON_NEW_DATA,
             description="`pca_features.csv`, header `path,label,split,pc_1,…,pc_k`: the reduced matrix as one file "
             "for the app team, ordered by path, components to 6 decimals (the same images give the same bytes).",
         ),
     },
     deps=[FEATURES, MODEL],
+    pool=POOL,
+    retry_policy=TRANSIENT_FAILURES,
     internal_asset_deps={PROJECTED: {AssetKey(FEATURES), AssetKey(MODEL)}, CSV: {AssetKey(PROJECTED)}},
     check_specs=[
         AssetCheckSpec(
@@ -180,7 +216,7 @@ def project_features(
     """
     features, folder = _state(tables, FEATURES), models.current_folder(MODEL)
     if folder is None:
-        raise FileNotFoundError(f"no {MODEL} under {tables.locations.storage_root}: materialize it first")
+        raise Failure(f"no {MODEL} under {tables.locations.storage_root}: materialize it first", allow_retries=False)
     made_from = {FEATURES: features.identity, MODEL: folder}
     projected = tables.state(PROJECTED)
     if projected is not None and projected.user_metadata.get("made_from") == made_from:

@@ -70,3 +70,20 @@ def confusion_matrix_png(confusion: np.ndarray, labels: Sequence[str]) -> bytes:
             colour = "white" if confusion[i, j] > top / 2 else "black"
             ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize="x-small", color=colour)
     return _png(figure)
+
+
+def open_set_png(folds: list[dict], scores: Sequence[str], floor: float) -> bytes:
+    """For each score, the share of the left-out classes' photos answered `unknown`, fold by fold, and the floor."""
+    figure, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(scores), 1)
+    positions = np.arange(len(folds))
+    for i, score in enumerate(scores):
+        values = [fold["unknown"][score] for fold in folds]
+        ax.bar(positions + i * width, values, width, label=score)
+    ax.axhline(floor, color="#d62728", linestyle="--", label=f"floor {floor:.0%}")
+    ax.set_xticks(
+        positions + width * (len(scores) - 1) / 2, [", ".join(f["left_out"]) for f in folds], fontsize="small"
+    )
+    ax.set(ylabel="left-out photos answered unknown", ylim=(0, 1.02), title="Leave-classes-out: unknown fruits")
+    ax.legend(fontsize="small", loc="lower right")
+    return _png(figure)

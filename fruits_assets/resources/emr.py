@@ -6,8 +6,14 @@ replays the events the step writes back to S3. The nodes' Python environment
 comes from `bootstrap/install-fruits.sh`; EMR's own `s3://` file system serves
 the storage.
 
+A step with nothing to do (its inputs unchanged, decided from the tables' logs and
+the outputs' provenance) is not sent to the cluster: it runs on the orchestrating
+host, where it finds so again and commits nothing, and no EMR step is added.
+
 This module is the project's one adapter to Dagster's internals: dagster-aws's
-launcher stages a pickled step run ref whose file name only `dagster._core` names.
+launcher stages a pickled step run ref whose file name only `dagster._core` names,
+and running a step in this process, as Dagster does when there is no launcher, is
+`core_dagster_event_sequence_for_step`.
 """
 
 import gzip
@@ -18,12 +24,14 @@ import pickle
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 from dagster import ResourceDefinition, StepLauncher, deserialize_value
+from dagster._core.execution.plan.execute_step import core_dagster_event_sequence_for_step
 from dagster._core.execution.plan.external_step import PICKLED_EVENTS_FILE_NAME, PICKLED_STEP_RUN_REF_FILE_NAME
 from dagster_aws.emr import EmrError
 from dagster_aws.emr.pyspark_step_launcher import CODE_ZIP_NAME, EmrPySparkStepLauncher
@@ -31,9 +39,17 @@ from dagster_aws.emr.pyspark_step_launcher import CODE_ZIP_NAME, EmrPySparkStepL
 from fruits_assets.resources.s3 import encrypt_writes
 
 PACKAGE = Path(__file__).resolve().parents[1]
+# Per op: whether its step has work, decided on the orchestrating host from the tables' logs and the outputs'
+# provenance (no JVM); a step with none runs right there, and no EMR step is added. Assets register theirs.
+STEP_WORK: dict[str, Callable[[Any, dict], bool]] = {}
 SETTINGS_FILE = "fruits_settings.json"
 STDERR_TAIL_LINES = 40
 LOG_WAIT_SECONDS = 360.0  # EMR copies a step's logs to the cluster's log URI every five minutes
+
+
+def register_step_work(op_name: str, has_work: Callable[[Any, dict], bool]) -> None:
+    """`has_work(resources, op_config)`: whether the op's step has anything to do (see `STEP_WORK`)."""
+    STEP_WORK[op_name] = has_work
 
 
 def zip_package(destination: str, package: Path = PACKAGE) -> None:
@@ -90,6 +106,14 @@ class PackageEmrStepLauncher(EmrPySparkStepLauncher):
         super().__init__(**launcher)
         self.kms_key_id, self.step_environment = kms_key_id, dict(step_environment)
         self.poll_seconds, self.log_wait_seconds = poll_seconds, log_wait_seconds
+
+    def launch_step(self, step_context) -> Iterator:
+        has_work = STEP_WORK.get(step_context.op.name)
+        if has_work is not None and not has_work(step_context.resources, step_context.op_config or {}):
+            step_context.log.info("nothing to do: the step runs here, no EMR step is added")
+            yield from core_dagster_event_sequence_for_step(step_context)
+            return
+        yield from super().launch_step(step_context)
 
     def _main_file_local_path(self):
         return str(Path(__file__).with_name("emr_step.py"))

@@ -47,6 +47,8 @@ class StorageGuard(ConfigurableResource):
         """What a run must satisfy before anything else: nothing here; `RunGuard` checks the run config."""
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
+        if context.run is None:  # a sensor or a schedule reading the tables: it commits nothing, locks nothing
+            return
         self.validate_run(context)
         run_id = context.run_id or "a run"
         storage = self.locations.storage_root

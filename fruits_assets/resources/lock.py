@@ -38,6 +38,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from dagster import Failure
 
 from fruits_assets.vision.paths import absolute_location, bucket_and_prefix, uses_s3
 
@@ -52,8 +53,12 @@ class StorageLocked(RuntimeError):
     """Another run is writing this storage root."""
 
 
-class LeaseLost(RuntimeError):
-    """This run no longer holds the storage root's lock: it must not commit anything more."""
+class LeaseLost(Failure):
+    """This run no longer holds the storage root's lock: it must not commit anything more, and retrying its step
+    would not give the lock back (the next run takes it)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description=description, allow_retries=False)
 
 
 def _owner(run_id: str) -> dict[str, Any]:

@@ -69,6 +69,15 @@ def table_state(uri: str, options: Mapping[str, str] | None = None) -> TableStat
     )
 
 
+def commit_times(uri: str, options: Mapping[str, str] | None, from_version: int) -> list[float]:
+    """When each version from `from_version` on was committed (seconds since the epoch), oldest first."""
+    table = _table(uri, options)
+    if table is None:
+        return []
+    versions = [h for h in table.history() if int(h.get("version", -1)) >= from_version]
+    return sorted(float(h["timestamp"]) / 1000 for h in versions)
+
+
 def read_columns(uri: str, columns: list[str], options: Mapping[str, str] | None = None):
     """Some columns of the table's latest version as a pyarrow Table; None if there is no table."""
     table = _table(uri, options)

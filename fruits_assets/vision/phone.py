@@ -7,8 +7,10 @@ pipeline's models compute, to float32 precision.
 
 Input: one float32 tensor [n, 224, 224, 3], RGB values 0..255 (the image decoded,
 turned upright by its EXIF orientation, flattened onto white, resized to 224x224
-bilinear). Output: float32 [n, classes], the probabilities in class id order (the
-labels' order in `labels.json`).
+bilinear). Outputs: float32 [n, classes], the probabilities in class id order (the
+labels' order in `labels.json`), and float32 [n, 1], the known score (minus the
+smallest Mahalanobis distance to a class, `vision/openset.py`): below the threshold
+`labels.json` gives, the answer is `unknown`.
 """
 
 from __future__ import annotations
@@ -32,51 +34,91 @@ def reduction_layer_weights(mean: np.ndarray, std: np.ndarray, components: np.nd
 
 
 def build_phone_model(arrays: dict[str, np.ndarray]):
-    """The whole chain in Keras, from `parameters.npz`'s arrays (mean, std, components, coefficients, intercepts)."""
+    """The whole chain in Keras, from `parameters.npz`'s arrays (mean, std, components, coefficients, intercepts,
+    and the classes' means and shared precision for the known score)."""
     import keras
-    from keras import layers
+    from keras import layers, ops
 
     base = mobilenet_v2_from_torch(load_state_dict(), include_top=False)
     k, classes = arrays["components"].shape[1], arrays["coefficients"].shape[0]
     reduce = layers.Dense(k, name="scaler_and_pca")
     score = layers.Dense(classes, name="logistic_regression")
-    probabilities = layers.Softmax(name="probabilities")(score(reduce(base.output)))
-    model = keras.Model(base.input, probabilities, name="fruits_classifier")
+    z = reduce(base.output)
+    probabilities = layers.Softmax(name="probabilities")(score(z))
+    # The Mahalanobis score: minus the smallest squared distance to a class mean, as ‖Lᵀ(z - μ_c)‖² with
+    # P = L Lᵀ (no cancellation in float32, unlike zᵀPz - 2zᵀPμ + μᵀPμ).
+    cholesky = np.linalg.cholesky(arrays["precision"]).astype(np.float32)
+    means = arrays["means"].astype(np.float32)
+    differences = ops.expand_dims(z, 1) - means[None, :, :]
+    distances = ops.sum(ops.square(ops.matmul(differences, cholesky)), axis=-1)
+    known = layers.Identity(name="known_score")(-ops.min(distances, axis=-1, keepdims=True))
+    model = keras.Model(base.input, [probabilities, known], name="fruits_classifier")
     reduce.set_weights(reduction_layer_weights(arrays["mean"], arrays["std"], arrays["components"]))
     score.set_weights([arrays["coefficients"].T.astype(np.float32), arrays["intercepts"].astype(np.float32)])
     return model
 
 
-def labels_json(labels: list[str]) -> bytes:
+def labels_json(labels: list[str], unknown_threshold: float, score: str) -> bytes:
+    """What the app needs beside the flatbuffer: the labels in class id order, and where `unknown` begins."""
     return json.dumps(
-        {"labels": labels, "input": [1, INPUT_SIZE, INPUT_SIZE, 3]}, ensure_ascii=False, indent=1
+        {
+            "labels": labels,
+            "input": [1, INPUT_SIZE, INPUT_SIZE, 3],
+            "outputs": {"probabilities": [1, len(labels)], "known_score": [1, 1]},
+            "unknown": {
+                "score": score,
+                "threshold": unknown_threshold,
+                "rule": "answer unknown when known_score < threshold; else the label of the largest probability",
+            },
+        },
+        ensure_ascii=False,
+        indent=1,
     ).encode()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the phone answers for one photo: the classes' probabilities, its known score, and whether that is
+    below the threshold (`unknown`)."""
+
+    probabilities: np.ndarray
+    known_score: float
+    unknown: bool
 
 
 @dataclass
 class PhoneModel:
-    """The flatbuffer run by LiteRT, as the app runs it; `classify` gives each image's probabilities."""
+    """The flatbuffer run by LiteRT, as the app runs it; `answer` gives a photo's probabilities and known score."""
 
     flatbuffer: bytes
     labels: list[str]
+    unknown_threshold: float
 
     def __post_init__(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self._interpreter = Interpreter(model_content=self.flatbuffer, num_threads=1)
         self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
+        outputs = {tuple(d["shape"]): d["index"] for d in self._interpreter.get_output_details()}
+        self._probabilities, self._known = outputs[(1, len(self.labels))], outputs[(1, 1)]
         self._interpreter.allocate_tensors()
 
     @classmethod
     def from_files(cls, flatbuffer: bytes, labels: bytes) -> PhoneModel:
-        return cls(flatbuffer, json.loads(labels)["labels"])
+        described = json.loads(labels)
+        return cls(flatbuffer, described["labels"], float(described["unknown"]["threshold"]))
+
+    def answer(self, pixels: np.ndarray) -> Answer:
+        """The answer for one 224x224x3 uint8 RGB image."""
+        self._interpreter.set_tensor(self._input, pixels[None].astype(np.float32))
+        self._interpreter.invoke()
+        probabilities = self._interpreter.get_tensor(self._probabilities)[0].copy()
+        known = float(self._interpreter.get_tensor(self._known)[0, 0])
+        return Answer(probabilities, known, known < self.unknown_threshold)
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities, [classes] float32, of one 224x224x3 uint8 RGB image."""
-        self._interpreter.set_tensor(self._input, pixels[None].astype(np.float32))
-        self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output)[0].copy()
+        return self.answer(pixels).probabilities
 
     def top(self, pixels: np.ndarray, n: int = 3) -> list[tuple[str, float]]:
         probabilities = self.classify(pixels)

@@ -1,0 +1,172 @@
+"""The open-set scores in Spark: the classes' Gaussians from the training rows, every test photo's scores, and the
+leave-classes-out measurement (train without some classes, see whether their photos are answered `unknown`).
+
+The arithmetic is `vision/openset.py`'s; here it runs over tables. The classes'
+moments are summed on the executors (one k-by-k matrix reaches the driver); a fold
+of the leave-classes-out measurement works on a bounded sample (`fold_rows`), with
+the same PCA recipe and the same MLlib logistic regression as the real classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fruits_assets.spark.classifier import CLASS_COL, components, fit_classifier, parameters
+from fruits_assets.spark.moments import Moments
+from fruits_assets.spark.pca import canonical_signs, mean_std_and_spectrum
+from fruits_assets.vision.mobilenet import FEATURE_DIM
+from fruits_assets.vision.openset import SCORES, ClassGaussians, auroc, known_scores, threshold
+
+HALF = "_calibration"  # a test photo's half: True for the calibration half, False for the evaluation half
+
+
+def with_halves(table: DataFrame, seed: int) -> DataFrame:
+    """Each row marked calibration or evaluation, half and half, by a hash of its path (the same every run)."""
+    return table.withColumn(HALF, (F.xxhash64("path", F.lit(seed)) % 2) == 0)
+
+
+def class_gaussians(train: DataFrame, classes: int) -> ClassGaussians:
+    """Each class's mean and the pooled covariance of the `pc_*` columns of the training rows."""
+    names = components(train)
+    k = len(names)
+
+    def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        counts, sums, cross = np.zeros(classes), np.zeros((classes, k)), np.zeros((k, k))
+        for batch in batches:
+            z = np.column_stack([batch.column(n).to_numpy() for n in names]) if batch.num_rows else np.empty((0, k))
+            y = batch.column(CLASS_COL).to_numpy().astype(int)
+            np.add.at(counts, y, 1)
+            np.add.at(sums, y, z)
+            cross += z.T @ z
+        blob = np.concatenate([counts, sums.ravel(), cross.ravel()]).astype(np.float64).tobytes()
+        yield pa.RecordBatch.from_pydict({"moments": [blob]})
+
+    parts = train.select(*names, CLASS_COL).mapInArrow(partial, "moments binary").rdd.map(lambda r: bytes(r[0]))
+    total = np.frombuffer(parts.treeAggregate(None, _add_blobs, _add_blobs, depth=2), dtype=np.float64)
+    counts, rest = total[:classes], total[classes:]
+    return ClassGaussians.from_moments(
+        counts, rest[: classes * k].reshape(classes, k), rest[classes * k :].reshape(k, k)
+    )
+
+
+def _add_blobs(a: bytes | None, b: bytes | None) -> bytes | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return (np.frombuffer(a, dtype=np.float64) + np.frombuffer(b, dtype=np.float64)).tobytes()
+
+
+def scored(table: DataFrame, arrays: dict[str, np.ndarray]) -> DataFrame:
+    """`path, label, split, class_id, prediction` and the four scores of each row of a `pc_*` table, from the
+    classifier's parameters (`coefficients`, `intercepts`) and the Gaussians (`means`, `precision`)."""
+    names = components(table)
+    gaussians = ClassGaussians(arrays["means"], arrays["precision"])
+    coefficients, intercepts = arrays["coefficients"], arrays["intercepts"]
+    keep = [c for c in ("path", "label", "split", CLASS_COL, HALF) if c in table.columns]
+    schema = ", ".join(
+        [f"`{c}` {dict(table.dtypes)[c]}" for c in keep] + ["prediction int", *(f"{s} double" for s in SCORES)]
+    )
+
+    def batches(frames: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for frame in frames:
+            z = (
+                np.column_stack([frame.column(n).to_numpy() for n in names])
+                if frame.num_rows
+                else np.empty((0, len(names)))
+            )
+            logits = z @ coefficients.T + intercepts
+            scores = known_scores(z, logits, gaussians)
+            columns = [frame.column(c) for c in keep] + [pa.array(logits.argmax(axis=1).astype(np.int32))]
+            columns += [pa.array(scores[s]) for s in SCORES]
+            yield pa.RecordBatch.from_arrays(columns, names=[*keep, "prediction", *SCORES])
+
+    return table.select(*keep, *names).mapInArrow(batches, schema)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """What one way of leaving classes out gave: per score, the left-out photos answered `unknown`, the known
+    evaluation photos named right and answered, and the AUROC between the two."""
+
+    left_out: list[str]
+    unknown: dict[str, float]
+    known_right: dict[str, float]
+    auroc: dict[str, float]
+    photos_left_out: int
+    photos_known: int
+
+
+def leave_classes_out(
+    spark: SparkSession,
+    features: DataFrame,
+    labels: list[str],
+    folds: int,
+    fold_rows: int,
+    known_share: float,
+    k: int,
+    reg_param: float,
+    seed: int,
+) -> list[Fold]:
+    """Train without some classes, as the pipeline trains, and measure how their photos are answered: each fold
+    leaves out every `folds`-th class (classes in order), on a sample of at most `fold_rows` feature rows, with a
+    PCA of `k` components (the pipeline's) fitted without them."""
+    per_class = max(10, fold_rows // max(len(labels), 1))
+    counts = {r["label"]: r["count"] for r in features.groupBy("label").count().collect()}
+    fractions = {label: min(1.0, per_class / n) for label, n in counts.items() if label in labels}
+    sample = features.sampleBy("label", fractions, seed).select("path", "label", "split", "features")
+    rows = sample.toPandas()
+    x = np.stack(rows["features"].to_numpy()).astype(np.float64) if len(rows) else np.empty((0, FEATURE_DIM))
+    half = (pd.util.hash_pandas_object(rows["path"], index=False).to_numpy() % 2) == 0
+    train, test = (rows["split"] == "Training").to_numpy(), (rows["split"] == "Test").to_numpy()
+    if not train.any() or not test.any():  # no splits: the stratified hold-out's rule, by a hash of the path
+        test = (pd.util.hash_pandas_object(rows["path"] + str(seed), index=False).to_numpy() % 5) == 0
+        train = ~test
+    results = []
+    for fold in range(min(folds, len(labels))):
+        left = labels[fold::folds]
+        out = rows["label"].isin(left).to_numpy()
+        kept = [label for label in labels if label not in left]
+        if len(kept) < 2 or not out.any():
+            continue
+        results.append(_fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, reg_param))
+    return results
+
+
+def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, reg_param) -> Fold:
+    fit = train & ~out
+    n = int(fit.sum())
+    moments = Moments(n, x[fit].sum(axis=0), x[fit].T @ x[fit])
+    mean, std, eigenvalues, eigenvectors = mean_std_and_spectrum(moments)
+    k = min(k, len(eigenvalues))
+    basis = eigenvectors[:, :k] * canonical_signs(eigenvectors[:, :k])
+    scale = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
+    z = ((x - mean) * scale) @ basis
+    ids = {label: i for i, label in enumerate(kept)}
+    y = rows["label"].map(ids).to_numpy()
+    frame = pd.DataFrame(z[fit], columns=[f"pc_{i + 1}" for i in range(k)]).assign(**{CLASS_COL: y[fit].astype(float)})
+    model = fit_classifier(spark.createDataFrame(frame), reg_param)
+    arrays = parameters(model)
+    fit_z, fit_y = z[fit], y[fit].astype(int)
+    sums = np.stack([fit_z[fit_y == c].sum(axis=0) for c in range(len(kept))])
+    gaussians = ClassGaussians.from_moments(
+        np.bincount(fit_y, minlength=len(kept)).astype(float), sums, fit_z.T @ fit_z
+    )
+    logits = z @ arrays["coefficients"].T + arrays["intercepts"]
+    scores = known_scores(z, logits, gaussians)
+    known_test = test & ~out
+    calibration, evaluation = known_test & half, known_test & ~half
+    right = np.zeros(len(rows), dtype=bool)
+    right[known_test] = logits[known_test].argmax(axis=1) == y[known_test]
+    unknown, known_right, areas = {}, {}, {}
+    for name in SCORES:
+        cut = threshold(scores[name][calibration], known_share)
+        unknown[name] = float((scores[name][out] < cut).mean())
+        known_right[name] = float(((scores[name][evaluation] >= cut) & right[evaluation]).mean())
+        areas[name] = auroc(scores[name][evaluation], scores[name][out])
+    return Fold(left, unknown, known_right, areas, int(out.sum()), int(evaluation.sum()))
