@@ -94,15 +94,16 @@ def _spark_answers(spark, storage: Path, pcs: dict[str, np.ndarray]) -> dict[str
     import pandas as pd
 
     from fruits_assets.spark.openset import scored
-    from fruits_assets.vision.openset import CHOSEN
+    from fruits_assets.vision.openset import answered_unknown
 
     arrays = _parameters(storage)
     frame = pd.DataFrame(
         np.stack(list(pcs.values())), columns=[f"pc_{i + 1}" for i in range(arrays["components"].shape[1])]
     )
     frame.insert(0, "path", list(pcs))
-    rows = scored(spark.createDataFrame(frame), arrays).collect()
-    return {r.path: r[CHOSEN] < float(arrays["threshold"]) for r in rows}
+    rows = scored(spark.createDataFrame(frame), arrays).toPandas()
+    cuts = dict(zip(arrays["unknown_rule"].tolist(), arrays["unknown_thresholds"].tolist(), strict=True))
+    return dict(zip(rows["path"], answered_unknown({name: rows[name] for name in cuts}, cuts).tolist(), strict=True))
 
 
 def _not_fruits(work: Path) -> list[Path]:

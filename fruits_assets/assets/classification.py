@@ -43,7 +43,7 @@ from fruits_assets.spark.classifier import (
 from fruits_assets.spark.openset import HALF, Fold, class_gaussians, leave_classes_out, scored, with_halves
 from fruits_assets.spark.progress import job_description
 from fruits_assets.vision.engines import convert_to_litert
-from fruits_assets.vision.openset import CHOSEN, SCORES, threshold
+from fruits_assets.vision.openset import CHOSEN, RULE, SCORES, answered_unknown, rule_thresholds, threshold
 from fruits_assets.vision.phone import LABELS_FILE, MODEL_FILE, PhoneModel, build_phone_model, labels_json
 
 CLASSIFIER, PHONE, PROJECTED, FEATURES = "fruit_classifier", "phone_model", "pca_features", "mobilenet_features"
@@ -128,14 +128,16 @@ def fruit_classifier(
             "per_class": _per_class_table(labels, evaluation, support),
             "confusion_matrix": MetadataValue.md(markdown_image(plot, "confusion matrix")),
             "confusion_matrix_counts": MetadataValue.json(evaluation.confusion.tolist()),
-            "unknown_score": open_set["score"],
-            "unknown_threshold": open_set["threshold"],
+            "unknown_rule": open_set["score"],
+            "unknown_thresholds": MetadataValue.json(open_set["rule_thresholds"]),
             "known_share": open_set["known_share"],
             "known_named_right": open_set["known_named_right"][CHOSEN],
             "unlearnt_answered_unknown_min": unknown_min,
             "open_set_scores": _open_set_table(open_set),
             "open_set_plot": MetadataValue.md(
-                markdown_image(open_set_png(open_set["folds"], SCORES, config.unknown_floor), "unknown fruits")
+                markdown_image(
+                    open_set_png(open_set["folds"], (*SCORES, CHOSEN), config.unknown_floor), "unknown fruits"
+                )
             ),
         },
     )
@@ -170,13 +172,15 @@ def _open_set_table(open_set: dict) -> MetadataValue:
         TableRecord(
             {
                 "score": name,
-                "auroc_mean": round(float(np.mean([f["auroc"][name] for f in folds])) if folds else float("nan"), 4),
+                "auroc_mean": round(float(np.mean([f["auroc"][name] for f in folds])), 4)
+                if folds and name in folds[0]["auroc"]
+                else float("nan"),
                 "unknown_min": round(min((f["unknown"][name] for f in folds), default=float("nan")), 4),
                 "known_named_right": round(open_set["known_named_right"][name], 4),
                 "chosen": name == open_set["score"],
             }
         )
-        for name in SCORES
+        for name in (*SCORES, CHOSEN)
     ]
     return MetadataValue.table(records=records, schema=TableSchema(columns=columns))
 
@@ -237,7 +241,8 @@ def _train(pyspark, tables, models, config, class_index, labels, version: int, p
         "mean": scaler.mean.toArray(),
         "std": scaler.std.toArray(),
         "components": pcs.pc.toArray(),
-        "threshold": np.array(open_set["threshold"]),
+        "unknown_rule": np.array(RULE),
+        "unknown_thresholds": np.array([open_set["rule_thresholds"][name] for name in RULE]),
         "labels": np.array(labels),
     }
     buffer = io.BytesIO()
@@ -252,18 +257,22 @@ def _train(pyspark, tables, models, config, class_index, labels, version: int, p
 
 
 def _open_set_figures(scores, folds: list[Fold], share: float) -> dict:
-    """The threshold of each score on the calibration half of the test photos, what it keeps of the other half,
-    and the leave-classes-out figures; the chosen score's threshold is the one the models apply."""
+    """The threshold of each score alone, and the rule's, on the calibration half of the test photos, what they
+    keep of the other half, and the leave-classes-out figures; the rule's thresholds are the ones the models
+    apply."""
     calibration, evaluation = scores[scores[HALF]], scores[~scores[HALF]]
     right = (evaluation["prediction"] == evaluation[CLASS_COL]).to_numpy()
     cuts = {name: threshold(calibration[name].to_numpy(), share) for name in SCORES}
+    kept = {n: float(((evaluation[n].to_numpy() >= cuts[n]) & right).mean()) for n in SCORES}
+    rule = rule_thresholds({name: calibration[name].to_numpy() for name in RULE}, share)
+    answered = ~answered_unknown({name: evaluation[name].to_numpy() for name in RULE}, rule)
     return {
         "score": CHOSEN,
-        "threshold": cuts[CHOSEN],
+        "rule_thresholds": rule,
         "known_share": share,
         "calibration_photos": len(calibration),
         "evaluation_photos": len(evaluation),
-        "known_named_right": {n: float(((evaluation[n].to_numpy() >= cuts[n]) & right).mean()) for n in SCORES},
+        "known_named_right": kept | {CHOSEN: float((answered & right).mean())},
         "thresholds": cuts,
         "folds": [asdict(fold) for fold in folds],
     }
@@ -300,7 +309,8 @@ def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: R
         arrays = {name: saved[name] for name in saved.files}
     labels = [str(label) for label in arrays["labels"]]
     flatbuffer = convert_to_litert(build_phone_model(arrays))
-    files = {MODEL_FILE: flatbuffer, LABELS_FILE: labels_json(labels, float(arrays["threshold"]), CHOSEN)}
+    cuts = dict(zip(arrays["unknown_rule"].tolist(), arrays["unknown_thresholds"].tolist(), strict=True))
+    files = {MODEL_FILE: flatbuffer, LABELS_FILE: labels_json(labels, cuts)}
     check = PhoneModel.from_files(files[MODEL_FILE], files[LABELS_FILE])  # the file loads and answers
     white = check.answer(np.full((224, 224, 3), 255, dtype=np.uint8))  # a blank page is no fruit
     return Output(
@@ -312,7 +322,7 @@ def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: R
             "classes": len(labels),
             "input": "float32 [1, 224, 224, 3], RGB 0..255",
             "outputs": f"float32 [1, {len(labels)}] probabilities in labels.json's order; float32 [1, 1] known score",
-            "unknown_threshold": float(arrays["threshold"]),
+            "unknown_thresholds": MetadataValue.json(cuts),
             "probabilities_sum_on_white": float(white.probabilities.sum()),
             "white_page_answered_unknown": white.unknown,
         },

@@ -22,7 +22,18 @@ from fruits_assets.spark.classifier import CLASS_COL, components, fit_classifier
 from fruits_assets.spark.moments import Moments
 from fruits_assets.spark.pca import canonical_signs, mean_std_and_spectrum
 from fruits_assets.vision.mobilenet import FEATURE_DIM
-from fruits_assets.vision.openset import SCORES, ClassGaussians, auroc, known_scores, threshold
+from fruits_assets.vision.openset import (
+    CHOSEN,
+    DISTANCE_COMPONENTS,
+    RULE,
+    SCORES,
+    ClassGaussians,
+    answered_unknown,
+    auroc,
+    known_scores,
+    rule_thresholds,
+    threshold,
+)
 
 HALF = "_calibration"  # a test photo's half: True for the calibration half, False for the evaluation half
 
@@ -33,8 +44,8 @@ def with_halves(table: DataFrame, seed: int) -> DataFrame:
 
 
 def class_gaussians(train: DataFrame, classes: int) -> ClassGaussians:
-    """Each class's mean and the pooled covariance of the `pc_*` columns of the training rows."""
-    names = components(train)
+    """Each class's mean and the pooled covariance of the leading `pc_*` columns of the training rows."""
+    names = components(train)[:DISTANCE_COMPONENTS]
     k = len(names)
 
     def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -91,8 +102,9 @@ def scored(table: DataFrame, arrays: dict[str, np.ndarray]) -> DataFrame:
 
 @dataclass(frozen=True)
 class Fold:
-    """What one way of leaving classes out gave: per score, the left-out photos answered `unknown`, the known
-    evaluation photos named right and answered, and the AUROC between the two."""
+    """What one way of leaving classes out gave: per score alone and for the rule (`CHOSEN`), the left-out photos
+    answered `unknown` and the known evaluation photos named right and answered; per score, the AUROC between the
+    two."""
 
     left_out: list[str]
     unknown: dict[str, float]
@@ -152,7 +164,7 @@ def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, re
     frame = pd.DataFrame(z[fit], columns=[f"pc_{i + 1}" for i in range(k)]).assign(**{CLASS_COL: y[fit].astype(float)})
     model = fit_classifier(spark.createDataFrame(frame), reg_param)
     arrays = parameters(model)
-    fit_z, fit_y = z[fit], y[fit].astype(int)
+    fit_z, fit_y = z[fit][:, :DISTANCE_COMPONENTS], y[fit].astype(int)
     sums = np.stack([fit_z[fit_y == c].sum(axis=0) for c in range(len(kept))])
     gaussians = ClassGaussians.from_moments(
         np.bincount(fit_y, minlength=len(kept)).astype(float), sums, fit_z.T @ fit_z
@@ -169,4 +181,8 @@ def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, re
         unknown[name] = float((scores[name][out] < cut).mean())
         known_right[name] = float(((scores[name][evaluation] >= cut) & right[evaluation]).mean())
         areas[name] = auroc(scores[name][evaluation], scores[name][out])
+    cuts = rule_thresholds({name: scores[name][calibration] for name in RULE}, known_share)
+    unknown[CHOSEN] = float(answered_unknown({n: scores[n][out] for n in RULE}, cuts).mean())
+    answered = ~answered_unknown({n: scores[n][evaluation] for n in RULE}, cuts)
+    known_right[CHOSEN] = float((answered & right[evaluation]).mean())
     return Fold(left, unknown, known_right, areas, int(out.sum()), int(evaluation.sum()))

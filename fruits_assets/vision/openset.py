@@ -5,12 +5,19 @@ what the pipeline already has for a photo (its PCA features `z` and the classifi
 logits): the maximum softmax probability, the maximum logit, the energy
 (log-sum-exp of the logits) and the Mahalanobis score, minus the smallest squared
 Mahalanobis distance from `z` to a class mean under the classes' shared (pooled)
-covariance. The classifier's own confidence says which known fruit a photo looks
-most like; the Mahalanobis score says whether it looks like any of them at all,
-which is what a fruit it never learnt, or a cat, does not (measured: docs/phone.md).
+covariance, in the leading `DISTANCE_COMPONENTS` components of `z` only: the PCA is
+fitted on every photo, and its trailing components hold variation that photos taken
+apart from the training ones have and the training ones lack, where the known photos
+would be as far as pictures with no fruit (measured: docs/phone.md).
 
-The threshold is fitted on held-out known photos: the lowest score that still keeps
-`share` of known photos answered, with 95% confidence (an order statistic chosen by
+The classifier's own confidence says which known fruit a photo looks most like; the
+Mahalanobis score says whether it looks like any of them at all. Measured, neither
+is enough alone: the softmax misses pictures with
+no fruit, the Mahalanobis score misses some fruits close to a learnt one. The rule
+the models apply (`CHOSEN`) is both: `unknown` when either is below its threshold.
+
+Each threshold is fitted on held-out known photos: the lowest score that still keeps
+its share of known photos answered, with 95% confidence (an order statistic chosen by
 the binomial law), so that the share holds on photos the fit never saw.
 """
 
@@ -22,17 +29,20 @@ from dataclasses import dataclass
 import numpy as np
 
 SCORES = ("msp", "max_logit", "energy", "mahalanobis")
-CHOSEN = "mahalanobis"
+RULE = ("msp", "mahalanobis")  # unknown when any of these is below its own threshold
+CHOSEN = "msp_or_mahalanobis"  # the rule's name in the figures, beside the scores alone
+DISTANCE_COMPONENTS = 30  # leading PCA components the Mahalanobis score measures in
 CONFIDENCE = 0.95
 RIDGE = 1e-6  # of the covariance's mean variance, added to its diagonal: a precision that always exists
 
 
 @dataclass(frozen=True)
 class ClassGaussians:
-    """Each class's mean in the PCA space and the classes' shared precision (inverse pooled covariance)."""
+    """Each class's mean in the leading components of the PCA space and the classes' shared precision (inverse
+    pooled covariance) there."""
 
-    means: np.ndarray  # (classes, k)
-    precision: np.ndarray  # (k, k)
+    means: np.ndarray  # (classes, d)
+    precision: np.ndarray  # (d, d)
 
     @classmethod
     def from_moments(cls, counts: np.ndarray, sums: np.ndarray, cross: np.ndarray) -> ClassGaussians:
@@ -45,7 +55,8 @@ class ClassGaussians:
         return cls(means, np.linalg.inv((covariance + covariance.T) / 2))
 
     def distances(self, z: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distance of each row of `z` to each class mean: (n, classes)."""
+        """Squared Mahalanobis distance of each row of `z` (its leading components) to each class mean."""
+        z = z[:, : self.means.shape[1]]
         zp = z @ self.precision
         return (
             np.einsum("ij,ij->i", zp, z)[:, None]
@@ -114,3 +125,15 @@ def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
             ranks[tied] = ranks[tied].mean()
     above = ranks[: len(known)].sum() - len(known) * (len(known) + 1) / 2
     return float(above / (len(known) * len(unknown)))
+
+
+def rule_thresholds(calibration: dict[str, np.ndarray], share: float) -> dict[str, float]:
+    """The rule's thresholds: each score keeps 1 - (1 - share) / len(RULE) of known photos, so that together
+    (a union bound) they keep at least `share`."""
+    each = 1 - (1 - share) / len(RULE)
+    return {name: threshold(calibration[name], each) for name in RULE}
+
+
+def answered_unknown(scores: dict[str, np.ndarray], cuts: dict[str, float]) -> np.ndarray:
+    """Whether each photo is `unknown`: any of the rule's scores below its threshold."""
+    return np.logical_or.reduce([np.asarray(scores[name]) < cut for name, cut in cuts.items()])

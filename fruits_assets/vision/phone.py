@@ -9,8 +9,9 @@ Input: one float32 tensor [n, 224, 224, 3], RGB values 0..255 (the image decoded
 turned upright by its EXIF orientation, flattened onto white, resized to 224x224
 bilinear). Outputs: float32 [n, classes], the probabilities in class id order (the
 labels' order in `labels.json`), and float32 [n, 1], the known score (minus the
-smallest Mahalanobis distance to a class, `vision/openset.py`): below the threshold
-`labels.json` gives, the answer is `unknown`.
+smallest Mahalanobis distance to a class, `vision/openset.py`). The answer is
+`unknown` when the largest probability or the known score is below its threshold
+in `labels.json`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def build_phone_model(arrays: dict[str, np.ndarray]):
     # P = L Lᵀ (no cancellation in float32, unlike zᵀPz - 2zᵀPμ + μᵀPμ).
     cholesky = np.linalg.cholesky(arrays["precision"]).astype(np.float32)
     means = arrays["means"].astype(np.float32)
-    differences = ops.expand_dims(z, 1) - means[None, :, :]
+    differences = ops.expand_dims(z[:, : means.shape[1]], 1) - means[None, :, :]
     distances = ops.sum(ops.square(ops.matmul(differences, cholesky)), axis=-1)
     known = layers.Identity(name="known_score")(-ops.min(distances, axis=-1, keepdims=True))
     model = keras.Model(base.input, [probabilities, known], name="fruits_classifier")
@@ -58,17 +59,18 @@ def build_phone_model(arrays: dict[str, np.ndarray]):
     return model
 
 
-def labels_json(labels: list[str], unknown_threshold: float, score: str) -> bytes:
-    """What the app needs beside the flatbuffer: the labels in class id order, and where `unknown` begins."""
+def labels_json(labels: list[str], thresholds: dict[str, float]) -> bytes:
+    """What the app needs beside the flatbuffer: the labels in class id order, and where `unknown` begins
+    (`thresholds`: `msp` for the largest probability, `mahalanobis` for the known score)."""
     return json.dumps(
         {
             "labels": labels,
             "input": [1, INPUT_SIZE, INPUT_SIZE, 3],
             "outputs": {"probabilities": [1, len(labels)], "known_score": [1, 1]},
             "unknown": {
-                "score": score,
-                "threshold": unknown_threshold,
-                "rule": "answer unknown when known_score < threshold; else the label of the largest probability",
+                "thresholds": {"largest_probability": thresholds["msp"], "known_score": thresholds["mahalanobis"]},
+                "rule": "answer unknown when the largest probability < thresholds.largest_probability or "
+                "known_score < thresholds.known_score; else the label of the largest probability",
             },
         },
         ensure_ascii=False,
@@ -78,8 +80,8 @@ def labels_json(labels: list[str], unknown_threshold: float, score: str) -> byte
 
 @dataclass(frozen=True)
 class Answer:
-    """What the phone answers for one photo: the classes' probabilities, its known score, and whether that is
-    below the threshold (`unknown`)."""
+    """What the phone answers for one photo: the classes' probabilities, its known score, and whether either the
+    largest probability or the known score is below its threshold (`unknown`)."""
 
     probabilities: np.ndarray
     known_score: float
@@ -92,7 +94,7 @@ class PhoneModel:
 
     flatbuffer: bytes
     labels: list[str]
-    unknown_threshold: float
+    thresholds: dict[str, float]  # labels.json's: largest_probability, known_score
 
     def __post_init__(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -106,7 +108,7 @@ class PhoneModel:
     @classmethod
     def from_files(cls, flatbuffer: bytes, labels: bytes) -> PhoneModel:
         described = json.loads(labels)
-        return cls(flatbuffer, described["labels"], float(described["unknown"]["threshold"]))
+        return cls(flatbuffer, described["labels"], described["unknown"]["thresholds"])
 
     def answer(self, pixels: np.ndarray) -> Answer:
         """The answer for one 224x224x3 uint8 RGB image."""
@@ -114,7 +116,11 @@ class PhoneModel:
         self._interpreter.invoke()
         probabilities = self._interpreter.get_tensor(self._probabilities)[0].copy()
         known = float(self._interpreter.get_tensor(self._known)[0, 0])
-        return Answer(probabilities, known, known < self.unknown_threshold)
+        unknown = (
+            float(probabilities.max()) < self.thresholds["largest_probability"]
+            or known < self.thresholds["known_score"]
+        )
+        return Answer(probabilities, known, unknown)
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities, [classes] float32, of one 224x224x3 uint8 RGB image."""
