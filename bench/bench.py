@@ -357,6 +357,24 @@ def report(r: dict, workers: int) -> None:
             print(f"  {stage:66} {sec:6.1f} s {100 * sec / run['seconds']:5.1f} %")
         parts = ", ".join(f"{kind} {gb:.2f}" for kind, gb in run["peak_pss_gb_by_process"].items())
         print(f"  PSS at the peak: {parts} GB")
+    for size, runs in r["sizes"].items():
+        for name in ("unchanged", "one_percent_added"):
+            run = runs[name]
+            steps = ", ".join(f"{k} {v:.1f} s" for k, v in run["steps"].items())
+            print(f"{name.replace('_', ' ')}, {size}: {steps}")
+        print(f"mobilenet_features, {size}: " + merge_figures(runs))
+
+
+def merge_figures(runs: dict) -> str:
+    """What the +1% run's commits did to `mobilenet_features`: bytes written and removed against the table's."""
+    before, after = runs["full"]["featurization"], runs["one_percent_added"]["featurization"]
+    table = before.get("table_bytes") or 0
+    removed, added = after.get("bytes_removed", 0) or 0, after.get("bytes_added", 0) or 0
+    share = f"{removed / table:.1%}" if table else "?"
+    return (
+        f"table {table / 1e6:.1f} MB after the full run; the +1% run added {added / 1e6:.2f} MB and rewrote "
+        f"(removed) {removed / 1e6:.2f} MB = {share} of it; chunks in the full run: {before.get('chunks', '?')}"
+    )
 
 
 if __name__ == "__main__":

@@ -157,9 +157,12 @@ class EmrStepRunner(threading.Thread):
                 done.add(step.id)
 
 
-def _materialize_on_emr(run_env: dict[str, str], runner: EmrStepRunner, log: Path, select: str = "*") -> int:
+def _materialize_on_emr(
+    run_env: dict[str, str], runner: EmrStepRunner, log: Path, select: str = "*", config: dict | None = None
+) -> int:
+    command = materialize_command(select) + (["--config-json", json.dumps(config)] if config else [])
     with log.open("w") as out:
-        run = subprocess.Popen(materialize_command(select), env=run_env, stdout=out, stderr=subprocess.STDOUT)
+        run = subprocess.Popen(command, env=run_env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 1500
     while run.poll() is None:
         if runner.error is not None or time.monotonic() > deadline:
@@ -269,20 +272,14 @@ def emr_run(aws, node, tmp_path_factory):
     again = _materialize_on_emr(run_env | {"DAGSTER_HOME": str(again_home)}, runner, work / "again.log")
     assert again == 0, (work / "again.log").read_text()[-4000:]
     steps_after_nothing = len(emr.list_steps(ClusterId=cluster_id)["Steps"])
-    sensor_runs = _sensor_runs_on_emr(aws, run_env, work)
-    steps_after_sensor = emr.list_steps(ClusterId=cluster_id)["Steps"]
 
     failed_home = work / "failed_home"
     failed_home.mkdir()
-    # A storage root of its own: `out/` belongs to the images it was made from, and another root is refused there.
-    failed_env = run_env | {
-        "FRUITS_IMAGES": f"s3://{BUCKET}/nowhere",
-        "FRUITS_STORAGE": f"s3://{BUCKET}/failed-out",
-        "DAGSTER_HOME": str(failed_home),
-    }
-    failed = _materialize_on_emr(failed_env, runner, work / "failed.log", select="raw_images")
-    runner.stopped.set()
-    runner.join(timeout=60)
+    # A step that fails on the cluster: the nodes have LiteRT, not TensorFlow, and this run asks for the TensorFlow
+    # engine. A storage root of its own, so that `out/` stays the first run's.
+    failed_env = run_env | {"FRUITS_STORAGE": f"s3://{BUCKET}/failed-out", "DAGSTER_HOME": str(failed_home)}
+    engine = {"ops": {"screen_and_featurize": {"config": {"engine": "tensorflow"}}}}
+    failed = _materialize_on_emr(failed_env, runner, work / "failed.log", "raw_images+", engine)
 
     local_home = work / "local_home"
     local_home.mkdir()
@@ -292,41 +289,67 @@ def emr_run(aws, node, tmp_path_factory):
         "DAGSTER_HOME": str(local_home),
     }
     materialize_in_shell(local_env)
-    return {
+    yield {
         "s3": s3,
+        "aws": aws,
+        "run_env": run_env,
+        "work": work,
         "steps": full_run_steps,
         "runner": runner,
         "instance": DagsterInstance.from_config(str(home)),
         "key": key,
         "failed": (failed, DagsterInstance.from_config(str(failed_home))),
         "steps_after_nothing": steps_after_nothing,
-        "sensor_runs": sensor_runs,
-        "steps_after_sensor": steps_after_sensor,
     }
+    runner.stopped.set()
+    runner.join(timeout=60)
 
 
-def _sensor_runs_on_emr(aws: dict[str, str], run_env: dict[str, str], work: Path) -> dict:
-    """The daemon (`dg dev`) with the EMR deployment: its first tick's full listing finds nothing new; an upload's
+@pytest.fixture(scope="module")
+def sensor_runs(emr_run) -> dict:
+    """The daemon (`dg dev`) with the EMR deployment, on an images prefix and a storage root of its own: its first
+    tick lists the prefix in full and featurizes it on the cluster; ticks with nothing new add no step; an upload's
     notification then starts a run whose Spark steps go to the cluster."""
-    s3, sqs = aws_client("s3", aws), aws_client("sqs", aws)
+    aws, run_env, work = emr_run["aws"], emr_run["run_env"], emr_run["work"]
+    s3, sqs, emr = aws_client("s3", aws), aws_client("sqs", aws), aws_client("emr", aws)
+    for i, color in enumerate(COLORS.values()):
+        s3.put_object(Bucket=BUCKET, Key=f"sensor-images/Training/{i}/0.jpg", Body=fruit_jpeg(color, seed=50 + i))
     queue = sqs.create_queue(QueueName="fruits-photos")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     rule = {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}
-    rule["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": "images/"}]}}
+    rule["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": "sensor-images/"}]}}
     s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [rule]})
-    env = run_env | {"FRUITS_IMAGES_QUEUE": queue, "FRUITS_SENSOR_SECONDS": "2", "FRUITS_AUTOMATION_SECONDS": "3600"}
+    env = run_env | {
+        "FRUITS_IMAGES": f"s3://{BUCKET}/sensor-images",
+        "FRUITS_STORAGE": f"s3://{BUCKET}/sensor-out",
+        "FRUITS_IMAGES_QUEUE": queue,
+        "FRUITS_SENSOR_SECONDS": "2",
+        "FRUITS_AUTOMATION_SECONDS": "3600",
+    }
+    cluster = run_env["FRUITS_EMR_CLUSTER_ID"]
+
+    def step_ids() -> set[str]:
+        return {step["Id"] for step in emr.list_steps(ClusterId=cluster)["Steps"]}
+
+    before_daemon = step_ids()
     with dagster_dev(work / "daemon_home", env, work / "dg_dev.log") as (_, instance):
         full = wait_for("the first tick's listing", lambda: runs(instance, **{"fruits/reason": "reconcile"}), 120)[0]
-        wait_for("it done", lambda: status(instance, full) in DONE, timeout=600, every=1)
-        emr = aws_client("emr", aws)
-        before = {step["Id"] for step in emr.list_steps(ClusterId=run_env["FRUITS_EMR_CLUSTER_ID"])["Steps"]}
-        s3.put_object(Bucket=BUCKET, Key="images/Test/Kiwi 1/new.jpg", Body=fruit_jpeg((120, 100, 40), seed=77))
+        wait_for("it done", lambda: status(instance, full) in DONE, timeout=900, every=1)
+        after_listing = step_ids()
+        time.sleep(10)  # five ticks with nothing new
+        idle = step_ids()
+        quiet_runs = len(instance.get_runs())
+        s3.put_object(Bucket=BUCKET, Key="sensor-images/Test/0/new.jpg", Body=fruit_jpeg((120, 100, 40), seed=77))
         notified = wait_for("the upload's run", lambda: runs(instance, **{"fruits/reason": "notifications"}), 120)[0]
         wait_for("it done", lambda: status(instance, notified) in DONE, timeout=900, every=1)
+        steps = {step["Id"]: step for step in emr.list_steps(ClusterId=cluster)["Steps"]}
         return {
             "full": status(instance, full),
+            "full_steps": [steps[i] for i in after_listing - before_daemon],
+            "idle_added": idle - after_listing,
+            "quiet_runs": quiet_runs,
             "notified": status(instance, notified),
-            "steps_before_upload": before,
+            "notified_steps": [steps[i] for i in set(steps) - idle],
             "files_read": materialized(instance, notified, "labeled_images")["files_read"],
         }
 
@@ -349,7 +372,7 @@ def test_every_asset_and_check_ran_as_its_own_emr_step(emr_run):
         assert "--py-files" in args and args[-3].endswith("emr_step.py")
     [run] = [r for r in emr_run["instance"].get_runs()]
     checks = emr_run["instance"].all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-    assert len(checks) == 10 and all(c.dagster_event.event_specific_data.passed for c in checks)
+    assert len(checks) == 11 and all(c.dagster_event.event_specific_data.passed for c in checks)
     for asset in ("raw_images", "labeled_images", "rejected_images", "class_index", "mobilenet_features"):
         assert emr_run["instance"].get_latest_materialization_event(AssetKey(asset)) is not None
     for asset in ("pca_model", "pca_features", "pca_features_csv", "fruit_classifier", "phone_model"):
@@ -408,20 +431,21 @@ def test_a_failed_step_fails_the_run_with_its_own_error_and_its_stderr(emr_run):
     [run] = instance.get_runs()
     messages = [record.user_message or "" for record in instance.all_logs(run.run_id)]
     failure = next(e for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE))
-    assert f"images root s3://{BUCKET}/nowhere does not exist" in str(failure.dagster_event.step_failure_data.error)
+    assert failure.step_key == "screen_and_featurize"
+    assert "No module named" in str(failure.dagster_event.step_failure_data.error)  # TensorFlow: not on the nodes
     [tail] = [m for m in messages if "the last lines of its stderr" in m]
-    assert "/steps/" in tail and "FileNotFoundError" in tail  # the step's own stderr, from the cluster's log URI
+    assert "/steps/" in tail and "ModuleNotFoundError" in tail  # the step's own stderr, from the cluster's log URI
 
 
-def test_with_nothing_new_every_step_decides_on_the_host_and_no_emr_step_is_added(emr_run):
-    assert emr_run["steps_after_nothing"] == len(emr_run["steps"])
-    assert emr_run["sensor_runs"]["full"] == DagsterRunStatus.SUCCESS
-    assert len(emr_run["sensor_runs"]["steps_before_upload"]) == len(emr_run["steps"])  # the sensor's listing: none
+def test_with_nothing_new_every_step_decides_on_the_host_and_no_emr_step_is_added(emr_run, sensor_runs):
+    assert emr_run["steps_after_nothing"] == len(emr_run["steps"])  # `dagster asset materialize` again: no step
+    assert sensor_runs["full"] == DagsterRunStatus.SUCCESS
+    assert sensor_runs["full_steps"] and all(s["Status"]["State"] == "COMPLETED" for s in sensor_runs["full_steps"])
+    assert not sensor_runs["idle_added"] and sensor_runs["quiet_runs"] == 1  # ticks with nothing new: no run, no step
 
 
-def test_a_sensor_run_for_an_upload_sends_its_spark_steps_through_the_launcher(emr_run):
-    runs_ = emr_run["sensor_runs"]
-    assert runs_["notified"] == DagsterRunStatus.SUCCESS and runs_["files_read"] == 1
-    added = [s for s in emr_run["steps_after_sensor"] if s["Id"] not in runs_["steps_before_upload"]]
+def test_a_sensor_run_for_an_upload_sends_its_spark_steps_through_the_launcher(sensor_runs):
+    assert sensor_runs["notified"] == DagsterRunStatus.SUCCESS and sensor_runs["files_read"] == 1
+    added = sensor_runs["notified_steps"]
     assert sorted(s["Name"] for s in added) == ["Execute Solid/Op raw_images", "Execute Solid/Op screen_and_featurize"]
     assert all(s["Status"]["State"] == "COMPLETED" for s in added)

@@ -11,7 +11,6 @@ non-Latin scripts, quotes and deep nesting; every photo format and the usual lit
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,12 @@ import pytest
 
 from .conftest import (
     aws_client,
-    free_port,
     fruit_jpeg,
     loopback_aws,
     materialize_command,
     materialize_in_shell,
+    moto_server,
     s3_options,
-    start_server,
-    stop_server,
     table,
 )
 from .formats import PHOTO_FORMATS, STRAYS, photo, stray
@@ -62,21 +59,9 @@ def _pipeline_policy() -> dict:
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
     """moto's standalone server on a free loopback port, enforcing IAM; yields an IAM user's environment."""
-    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     # The first three requests set up the user without credentials; every later one is authorized by IAM.
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    server = start_server([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log, env=env)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-    try:
+    with moto_server(log, env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as endpoint:
         iam = aws_client("iam", loopback_aws(endpoint, REGION))
         iam.create_user(UserName="pipeline")
         key = iam.create_access_key(UserName="pipeline")["AccessKey"]
@@ -85,8 +70,6 @@ def s3_server(tmp_path_factory):
             "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
             "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
         }
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="module")

@@ -106,8 +106,9 @@ def test_the_pipeline_runs_itself_then_materialize_all_from_the_ui_and_see_the_a
         page.locator(":text('fruits_automation'):visible").first.wait_for(timeout=15000)
         page.screenshot(path=SCREENSHOTS / "5-automation.png")
 
-        page.goto(f"{url}/locations/fruits_assets/sensors/new_photos", wait_until="networkidle")
-        page.locator(":text('Skipped'):visible, :text('Success'):visible").first.wait_for(timeout=15000)
+        page.get_by_role("link", name="new_photos", exact=True).first.click()  # the sensor's own page: its ticks
+        page.wait_for_load_state("networkidle")
+        page.locator(":text('nothing new'):visible").first.wait_for(timeout=30000)
         sensor_page = page.inner_text("body")
         page.screenshot(path=SCREENSHOTS / "6-sensor-ticks.png")
 

@@ -125,14 +125,24 @@ def _events(queue_url: str, root: str) -> tuple[set[str], set[str], list[dict]]:
 
 
 def notification_request(
-    locations: DataLocations, tables: DeltaTables, queue_url: str | None, reconcile_seconds: float, cursor: str | None
+    locations: DataLocations,
+    tables: DeltaTables,
+    queue_url: str | None,
+    reconcile_seconds: float,
+    cursor: str | None,
+    busy: int,
 ) -> tuple[RunRequest | SkipReason, str | None, list[dict]]:
     """An S3 images root: its notifications drained, a full listing when one is due; the request, the new cursor,
-    and the messages to delete once the request is made."""
+    and the messages to delete once the request is made.
+
+    A full listing is due at the first tick, every `reconcile_seconds`, and while there is no table yet and no
+    run of this sensor (`busy`) is on its way to making one.
+    """
     state = json.loads(cursor) if cursor else {}
     now, root = time.time(), locations.images_root
-    if tables.state("raw_images") is None or now - state.get("listed", 0) > reconcile_seconds or not queue_url:
-        if queue_url is None and now - state.get("listed", 0) <= reconcile_seconds:
+    first = "listed" not in state or (tables.state("raw_images") is None and not busy)
+    if first or now - state["listed"] > reconcile_seconds or not queue_url:
+        if queue_url is None and not first and now - state["listed"] <= reconcile_seconds:
             return SkipReason("no FRUITS_IMAGES_QUEUE: only the periodic full listing finds new photos"), cursor, []
         request = _request(None, {}, "reconcile", f"listing-{int(now)}", locations.storage_root)
         # What the queue held is covered by this listing: drained with it.
@@ -147,6 +157,14 @@ def notification_request(
     return _request(None if whole else paths, counts, "notifications", key, locations.storage_root), cursor, messages
 
 
+QUEUED = [DagsterRunStatus.QUEUED]
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+
+
+def _runs_of_this_sensor(context: SensorEvaluationContext, statuses: list[DagsterRunStatus]) -> int:
+    return context.instance.get_runs_count(RunsFilter(tags={"dagster/sensor_name": "new_photos"}, statuses=statuses))
+
+
 def build_photo_sensor(queue_url: str | None, interval_seconds: int, reconcile_seconds: float) -> SensorDefinition:
     """The sensor that starts ingestion when photos arrive, change or go."""
 
@@ -159,14 +177,14 @@ def build_photo_sensor(queue_url: str | None, interval_seconds: int, reconcile_s
     )
     def new_photos(context: SensorEvaluationContext, locations: DataLocations, tables: DeltaTables):
         if not uses_s3(locations.images_root):
-            waiting = context.instance.get_runs_count(
-                RunsFilter(tags={"dagster/sensor_name": "new_photos"}, statuses=[DagsterRunStatus.QUEUED])
-            )
-            found = listing_request(locations, tables, context.cursor, waiting)
+            found = listing_request(locations, tables, context.cursor, _runs_of_this_sensor(context, QUEUED))
             if isinstance(found, SkipReason):
                 return found
             return SensorResult(run_requests=[found], cursor=found.run_key)
-        found, cursor, messages = notification_request(locations, tables, queue_url, reconcile_seconds, context.cursor)
+        busy = _runs_of_this_sensor(context, IN_FLIGHT)
+        found, cursor, messages = notification_request(
+            locations, tables, queue_url, reconcile_seconds, context.cursor, busy
+        )
         if messages:  # read, and turned into the request below (or found to say nothing): gone from the queue
             sqs = boto3.client("sqs")
             for start in range(0, len(messages), 10):
