@@ -106,19 +106,23 @@ def test_the_pipeline_runs_itself_then_materialize_all_from_the_ui_and_see_the_a
         page.locator(":text('fruits_automation'):visible").first.wait_for(timeout=15000)
         page.screenshot(path=SCREENSHOTS / "5-automation.png")
 
-        page.get_by_role("link", name="new_photos", exact=True).first.click()  # the sensor's own page: its ticks
+        page.locator("a", has_text="new_photos").first.click()  # the sensor's own page: its ticks
         page.wait_for_load_state("networkidle")
-        page.locator(":text('nothing new'):visible").first.wait_for(timeout=30000)
+        page.locator(":text('0 runs requested'):visible").first.wait_for(timeout=30000)
         sensor_page = page.inner_text("body")
         page.screenshot(path=SCREENSHOTS / "6-sensor-ticks.png")
 
         page.goto(f"{url}/assets/pca_model?view=automation", wait_until="networkidle")
-        page.locator(":text('any_deps_data_version_changed'):visible").first.wait_for(timeout=30000)
+        page.locator(":text('Evaluation result'):visible").first.wait_for(timeout=30000)
+        page.locator(":text('Not requested'):visible").first.wait_for(timeout=30000)
+        evaluations = page.inner_text("body")
         page.screenshot(path=SCREENSHOTS / "7-automation-evaluations.png")
         browser.close()
 
     assert box is not None and box["width"] > 200 and box["height"] > 100
-    assert "nothing new" in sensor_page  # the sensor's ticks say why no run was launched
+    # The sensor's ticks: the first requested the run that read the photos, the later ones found nothing new.
+    assert "1 run requested" in sensor_page and "0 runs requested" in sensor_page
+    assert "Evaluation result" in evaluations  # pca_model's automation condition, evaluated tick by tick
     statuses = {run.status for run in instance.get_runs()}
     assert statuses == {DagsterRunStatus.SUCCESS}
     names = ["1-asset-graph", "2-run-succeeded", "3-pca-explained-variance", "4-pca-model-checks", "5-automation"]
