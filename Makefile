@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRUITS_IMAGES ?= $(abspath ../shared/fruits-360/Test)
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-TEST_WORKERS ?= 2
 export FRUITS_IMAGES DAGSTER_HOME
 
 .PHONY: setup system-packages release run dev test lint bench
@@ -43,10 +42,10 @@ dev:  ## the Dagster UI on http://127.0.0.1:3000 and the daemon (sensors, automa
 	@ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dg dev -h 127.0.0.1 -p 3000
 
-test:  ## lint and the import layers, then every test, two test files at a time (TEST_WORKERS)
+test:  ## lint and the import layers, then every test
 	$(BIN)/ruff check fruits_assets fruits_assets_tests bench bootstrap
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=30
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=30
 
 lint:
 	$(BIN)/ruff check fruits_assets fruits_assets_tests bench bootstrap

@@ -279,7 +279,7 @@ def emr_run(aws, node, tmp_path_factory):
     # engine. A storage root of its own, so that `out/` stays the first run's.
     failed_env = run_env | {"FRUITS_STORAGE": f"s3://{BUCKET}/failed-out", "DAGSTER_HOME": str(failed_home)}
     engine = {"ops": {"screen_and_featurize": {"config": {"engine": "tensorflow"}}}}
-    failed = _materialize_on_emr(failed_env, runner, work / "failed.log", "raw_images+", engine)
+    failed = _materialize_on_emr(failed_env, runner, work / "failed.log", "group:images or group:features", engine)
 
     local_home = work / "local_home"
     local_home.mkdir()

@@ -35,7 +35,7 @@ def test_each_bad_value_is_named_with_its_path(op, config, named):
 def test_good_and_default_config_passes():
     check_run_config({})
     check_run_config({"ops": {"pca_model": {"config": {"k": 1280}}, "screen_and_featurize": {"config": {}}}})
-    assert set(OP_CONFIGS) == {"screen_and_featurize", "pca_model", "fruit_classifier"}
+    assert set(OP_CONFIGS) == {"raw_images", "screen_and_featurize", "pca_model", "fruit_classifier"}
 
 
 def test_an_engine_typo_is_refused_at_launch_naming_the_engines(tmp_path):

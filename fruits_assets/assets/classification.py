@@ -261,6 +261,8 @@ def _open_set_figures(scores, folds: list[Fold], share: float) -> dict:
     keep of the other half, and the leave-classes-out figures; the rule's thresholds are the ones the models
     apply."""
     calibration, evaluation = scores[scores[HALF]], scores[~scores[HALF]]
+    if calibration.empty or evaluation.empty:  # too few test photos to halve: both halves are all of them
+        calibration = evaluation = scores
     right = (evaluation["prediction"] == evaluation[CLASS_COL]).to_numpy()
     cuts = {name: threshold(calibration[name].to_numpy(), share) for name in SCORES}
     kept = {n: float(((evaluation[n].to_numpy() >= cuts[n]) & right).mean()) for n in SCORES}

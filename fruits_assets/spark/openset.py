@@ -131,8 +131,12 @@ def leave_classes_out(
     per_class = max(10, fold_rows // max(len(labels), 1))
     counts = {r["label"]: r["count"] for r in features.groupBy("label").count().collect()}
     fractions = {label: min(1.0, per_class / n) for label, n in counts.items() if label in labels}
-    sample = features.sampleBy("label", fractions, seed).select("path", "label", "split", "features")
-    rows = sample.toPandas()
+    # Drawn by a hash of the path, and in path order: the same rows whatever the table's files (an incremental
+    # table and a fresh one give the same folds, bit for bit).
+    share = F.create_map(*[F.lit(x) for pair in fractions.items() for x in pair])[F.col("label")]
+    drawn = (F.abs(F.xxhash64("path", F.lit(seed))) % 1_000_000) < share * 1_000_000
+    sample = features.filter(drawn).select("path", "label", "split", "features")
+    rows = sample.toPandas().sort_values("path", ignore_index=True)
     x = np.stack(rows["features"].to_numpy()).astype(np.float64) if len(rows) else np.empty((0, FEATURE_DIM))
     half = (pd.util.hash_pandas_object(rows["path"], index=False).to_numpy() % 2) == 0
     train, test = (rows["split"] == "Training").to_numpy(), (rows["split"] == "Test").to_numpy()
@@ -146,12 +150,19 @@ def leave_classes_out(
         kept = [label for label in labels if label not in left]
         if len(kept) < 2 or not out.any():
             continue
-        results.append(_fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, reg_param))
+        fold = _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, reg_param)
+        if fold is not None:
+            results.append(fold)
     return results
 
 
-def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, reg_param) -> Fold:
+def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, reg_param) -> Fold | None:
+    """One way of leaving classes out; None when the sample is too small to measure it (no training rows, or no
+    known test photo in one of the halves)."""
     fit = train & ~out
+    known_test = test & ~out
+    if not fit.any() or not (known_test & half).any() or not (known_test & ~half).any():
+        return None
     n = int(fit.sum())
     moments = Moments(n, x[fit].sum(axis=0), x[fit].T @ x[fit])
     mean, std, eigenvalues, eigenvectors = mean_std_and_spectrum(moments)
@@ -171,7 +182,6 @@ def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, re
     )
     logits = z @ arrays["coefficients"].T + arrays["intercepts"]
     scores = known_scores(z, logits, gaussians)
-    known_test = test & ~out
     calibration, evaluation = known_test & half, known_test & ~half
     right = np.zeros(len(rows), dtype=bool)
     right[known_test] = logits[known_test].argmax(axis=1) == y[known_test]

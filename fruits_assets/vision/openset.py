@@ -46,12 +46,18 @@ class ClassGaussians:
 
     @classmethod
     def from_moments(cls, counts: np.ndarray, sums: np.ndarray, cross: np.ndarray) -> ClassGaussians:
-        """From each class's count (C), sum of z (C, k) and sum of z zᵀ (k, k, summed over every class)."""
+        """From each class's count (C), sum of z (C, k) and sum of z zᵀ (k, k, summed over every class).
+
+        A class with no training photo has no mean: it is left out (the score is the distance to the nearest class
+        that has one, whichever it is)."""
+        held = counts > 0
+        counts, sums = counts[held], sums[held]
         n = counts.sum()
         means = sums / counts[:, None]
         within = cross - (sums.T / counts) @ sums  # Σ over classes of Σ (z - μ_c)(z - μ_c)ᵀ
         covariance = within / max(n - len(counts), 1)
-        covariance += RIDGE * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
+        spread = np.trace(covariance) / len(covariance)
+        covariance += RIDGE * (spread if spread > 0 else 1.0) * np.eye(len(covariance))  # one photo a class: 0
         return cls(means, np.linalg.inv((covariance + covariance.T) / 2))
 
     def distances(self, z: np.ndarray) -> np.ndarray:

@@ -101,8 +101,12 @@ class PhoneModel:
 
         self._interpreter = Interpreter(model_content=self.flatbuffer, num_threads=1)
         self._input = self._interpreter.get_input_details()[0]["index"]
-        outputs = {tuple(d["shape"]): d["index"] for d in self._interpreter.get_output_details()}
-        self._probabilities, self._known = outputs[(1, len(self.labels))], outputs[(1, 1)]
+        # Keras' order, kept in the outputs' names (…:0 the probabilities, …:1 the known score). The probabilities
+        # are the trained classes': fewer than the labels when a class has no training photo (never answered).
+        outputs = sorted(self._interpreter.get_output_details(), key=lambda d: d["name"])
+        if len(outputs) != 2 or tuple(outputs[1]["shape"]) != (1, 1):
+            raise ValueError(f"not a fruits_classifier model: outputs {[tuple(d['shape']) for d in outputs]}")
+        self._probabilities, self._known = outputs[0]["index"], outputs[1]["index"]
         self._interpreter.allocate_tensors()
 
     @classmethod
