@@ -48,7 +48,8 @@ def test_uploads_become_notifications_whose_run_reads_only_them_and_a_missed_one
         upload(s3, "Training/Banana 1", 4, COLORS["Banana 1"])
         env = aws | {"FRUITS_IMAGES": f"s3://{BUCKET}/images", "FRUITS_STORAGE": f"s3://{BUCKET}/out"}
         env |= {"FRUITS_IMAGES_QUEUE": queue, "FRUITS_RECONCILE_HOURS": str(RECONCILE_HOURS)}
-        env |= {"FRUITS_SENSOR_SECONDS": "3", "FRUITS_AUTOMATION_SECONDS": "3"}
+        # The sensor alone: what follows the features is the automation's, tested on a local root.
+        env |= {"FRUITS_SENSOR_SECONDS": "3", "FRUITS_AUTOMATION_SECONDS": "3600"}
         with dagster_dev(tmp_path / "home", env, tmp_path / "dg_dev.log") as (_, instance):
             # No table yet: the first tick lists the prefix in full.
             full = wait_for("the first, full listing", lambda: runs(instance, **{"fruits/reason": "reconcile"}), 90)[0]

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from pyspark.find_spark_home import _find_spark_home
 
-from .conftest import free_port, materialize_in_shell, start_server, stop_server, table, write_tree
+from fruits_assets.definitions import FEATURE_PIPELINE
+
+from .conftest import free_port, materialize_in_shell, run_graph, start_server, stop_server, table, write_tree
 
 SPARK_HOME = Path(_find_spark_home())
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40), "Kiwi 1": (120, 100, 40)}
@@ -74,10 +76,12 @@ def cluster(tmp_path_factory):
 
 
 def _materialize(root: Path, storage: Path, env: dict[str, str]) -> None:
+    """The feature pipeline (images to the CSV) from the shell: what a cluster changes; the classifier's steps run
+    on the same session and are tested elsewhere."""
     home = storage.parent / f"{storage.name}_home"
     home.mkdir()
     env = {**env, "FRUITS_IMAGES": str(root), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
-    materialize_in_shell(env)
+    materialize_in_shell(env, FEATURE_PIPELINE)
 
 
 def _features(storage: Path) -> dict[str, np.ndarray]:
@@ -111,7 +115,7 @@ def test_the_graph_on_a_standalone_cluster_matches_the_local_run_and_uses_both_w
     root = tmp_path / "images"
     write_tree(root, {f"Test/{label}": 40 for label in COLORS}, COLORS)
 
-    _materialize(root, tmp_path / "local", {**os.environ, "FRUITS_DEPLOYMENT": "local"})
+    assert run_graph(root, tmp_path / "local", select=FEATURE_PIPELINE).success  # the local deployment
     cluster_env = {**_spark_env(conf_dir), "FRUITS_DEPLOYMENT": "cluster", "FRUITS_SPARK_MASTER": master_url}
     _materialize(root, tmp_path / "cluster", cluster_env)
 

@@ -4,7 +4,10 @@ equals a fresh run on the same images.
 One storage root is made by a first run; the images then change (`test_churn.churn`).
 For each commit point in turn, a copy of that root is rerun as a user runs it, with
 `FRUITS_PAUSE_AFTER_COMMIT` naming the point: the run stops right after committing
-there, and the test kills its whole process group. The next run on that root must
+there, and the test kills its whole process group. For a point in a later step, the
+copy has the steps before it already brought up to date by an earlier run: the rerun
+decides from their logs that they have nothing to do, and the storage at the kill is
+what a run killed there leaves, without paying the steps before it ten times. The next run on that root must
 leave exactly what a fresh run on the final images leaves, asset by asset. Up to the
 CSV, the runs are of the feature pipeline (images to the CSV) and compare its outputs;
 at the classifier's and the phone's model, of the whole graph and every output.
@@ -27,17 +30,34 @@ from .conftest import materialize_command, run_graph, table
 from .outputs import assert_same_outputs, snapshot
 from .test_churn import CONFIG, churn, first_tree, photos
 
+# The steps whose commit points come after the first step's, and what a run must have done before them.
+STEPS_BEFORE = {
+    "pca_model": "group:images or group:features",
+    "pca_features": "group:images or group:features or key:pca_model",
+    "fruit_classifier": FEATURE_PIPELINE,
+    "phone_model": f"{FEATURE_PIPELINE} or key:fruit_classifier",
+}
+STEP_OF = {"pca_features_csv": "pca_features"}
+
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    """The images after the change, the root before the rerun, and a fresh run's outputs on the final images."""
+    """The images after the change, for each step the root a rerun starts from (the first run's, then with each step
+    before it brought up to date), and a fresh run's outputs on the final images."""
     work = tmp_path_factory.mktemp("kills")
     root, before = work / "images", work / "before"
     first_tree(root)
     assert run_graph(root, before, CONFIG).success
     churn(root)
+    starts, previous = {}, before
+    for step, done in STEPS_BEFORE.items():
+        starts[step] = work / f"before_{step}"
+        shutil.copytree(previous, starts[step])
+        ops = {op: config for op, config in CONFIG["ops"].items() if op != step}  # the config of the ops it runs
+        assert run_graph(root, starts[step], {"ops": ops}, select=done).success
+        previous = starts[step]
     assert run_graph(root, work / "fresh", CONFIG).success
-    return root, before, snapshot(work / "fresh", photos(root))
+    return root, before, starts, snapshot(work / "fresh", photos(root))
 
 
 def marker(storage: Path, point: str) -> object:
@@ -89,7 +109,8 @@ def killed_after(root: Path, storage: Path, point: str, work: Path) -> None:
 @pytest.mark.spark
 @pytest.mark.parametrize("point", COMMIT_POINTS)
 def test_a_rerun_killed_right_after_a_commit_point_is_repaired_by_the_next_run(stores, point, tmp_path):
-    root, before, fresh = stores
+    root, first, starts, fresh = stores
+    before = starts.get(STEP_OF.get(point, point), first)
     storage = tmp_path / "storage"
     shutil.copytree(before, storage)
     killed_after(root, storage, point, tmp_path)

@@ -6,6 +6,8 @@ import time
 
 from dagster import DagsterEventType
 
+from fruits_assets.definitions import FEATURE_PIPELINE
+
 from .conftest import materialize_command, run_graph, table, write_tree
 
 COLORS = {"Kiwi 1": (120, 100, 40), "Lemon 1": (240, 220, 40)}
@@ -17,7 +19,7 @@ def test_a_run_started_while_another_writes_the_same_storage_fails_fast_and_the_
     env = {**os.environ, "FRUITS_IMAGES": str(root), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(tmp_path)}
     log = tmp_path / "first.log"
     with log.open("w") as out:
-        first = subprocess.Popen(materialize_command(), env=env, stdout=out, stderr=subprocess.STDOUT)
+        first = subprocess.Popen(materialize_command(FEATURE_PIPELINE), env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while "STEP_START" not in log.read_text():  # the first run holds the lock from before its first step
         assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
@@ -36,4 +38,4 @@ def test_a_run_started_while_another_writes_the_same_storage_fails_fast_and_the_
 
     assert first.wait(timeout=600) == 0, log.read_text()[-3000:]
     assert len(table(storage / "mobilenet_features")) == 400
-    assert run_graph(root, storage).success  # the lock is free again once the first run ended
+    assert run_graph(root, storage, select=FEATURE_PIPELINE).success  # the lock is free again once the first ended

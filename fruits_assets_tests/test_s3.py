@@ -20,6 +20,8 @@ import boto3
 import pandas as pd
 import pytest
 
+from fruits_assets.definitions import FEATURE_PIPELINE
+
 from .conftest import (
     aws_client,
     fruit_jpeg,
@@ -109,9 +111,11 @@ def materialized(s3_server, bucket, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def materialized_with_kms(s3_server, bucket, tmp_path_factory):
-    """The whole graph again, under `kms-out/`, with a KMS key the server created."""
+    """The feature pipeline again, under `kms-out/`, with a KMS key the server created (the classifier's objects
+    under the key: test_emr)."""
     key = aws_client("kms", s3_server).create_key(Description="fruits_assets test key")["KeyMetadata"]["Arn"]
-    materialize_in_shell(_env(s3_server, tmp_path_factory.mktemp("dagster_home"), "kms-out", FRUITS_KMS_KEY_ID=key))
+    env = _env(s3_server, tmp_path_factory.mktemp("dagster_home"), "kms-out", FRUITS_KMS_KEY_ID=key)
+    materialize_in_shell(env, FEATURE_PIPELINE)
     return bucket, key
 
 

@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from fruits_assets.assets.automation import ON_NEW_DATA
-from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, ClassifierConfig, RunGuard
+from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, ClassifierConfig, RunGuard, retried_only_if_transient
 from fruits_assets.assets.plots import confusion_matrix_png, markdown_image, open_set_png
 from fruits_assets.resources.emr import register_step_work
 from fruits_assets.resources.io_managers import MODEL_IO_MANAGER
@@ -87,6 +87,7 @@ def _per_class_table(labels: list[str], evaluation, support: np.ndarray) -> Meta
         ),
     ],
 )
+@retried_only_if_transient
 def fruit_classifier(
     context: AssetExecutionContext,
     config: ClassifierConfig,
@@ -289,6 +290,7 @@ def _open_set_figures(scores, folds: list[Fold], share: float) -> dict:
     pool=POOL,
     retry_policy=TRANSIENT_FAILURES,
 )
+@retried_only_if_transient
 def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: RunGuard) -> Output:
     """`fruits_classifier.tflite` and `labels.json`: one LiteRT model from RGB pixels to class probabilities.
 

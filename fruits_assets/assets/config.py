@@ -8,13 +8,18 @@ resources start, then takes the storage root's lock: a bad value, or a second ru
 on the same storage, fails before any work.
 """
 
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from dagster import Backoff, Config, InitResourceContext, Jitter, RetryPolicy
+from dagster import Backoff, Config, Failure, InitResourceContext, Jitter, RetryPolicy
 from pydantic import Field, ValidationError
 
 from fruits_assets.resources.guard import StorageGuard
 from fruits_assets.spark.config import DEFAULT_ARROW_BATCH
+from fruits_assets.spark.errors import lasting_error
 from fruits_assets.vision.engines import DEFAULT_ENGINE, EngineName
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 from fruits_assets.vision.preprocess import DEFAULT_MAX_PIXELS
@@ -31,6 +36,40 @@ POOL = "fruits_storage"
 # backoff. What cannot mend by waiting (a bad setting, a lost lease, a failed audit) fails with
 # `Failure(allow_retries=False)`, and a failed blocking check is never retried.
 TRANSIENT_FAILURES = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+
+@contextlib.contextmanager
+def _lasting_errors_not_retried() -> Iterator[None]:
+    try:
+        yield
+    except Failure:
+        raise
+    except Exception as error:
+        line = lasting_error(error)
+        if line is None:
+            raise
+        raise Failure(f"{line} (not retried: every attempt would fail so)", allow_retries=False) from error
+
+
+def retried_only_if_transient(compute: Callable) -> Callable:
+    """The body of a step under TRANSIENT_FAILURES: an error that cannot mend by waiting (a module missing on the
+    nodes, a bug, a query Spark cannot analyse: `spark.errors`) fails the step at once instead of after three
+    backoffs."""
+    if inspect.isgeneratorfunction(compute):
+
+        @functools.wraps(compute)
+        def steps(*args: Any, **kwargs: Any) -> Iterator:
+            with _lasting_errors_not_retried():
+                yield from compute(*args, **kwargs)
+
+        return steps
+
+    @functools.wraps(compute)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        with _lasting_errors_not_retried():
+            return compute(*args, **kwargs)
+
+    return step
 
 
 class ListingConfig(Config):

@@ -26,7 +26,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, IngestConfig, RunGuard
+from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, IngestConfig, RunGuard, retried_only_if_transient
 from fruits_assets.assets.screening import STATE_FILE, CheckVerdict, ScreeningState
 from fruits_assets.resources.emr import register_step_work
 from fruits_assets.resources.io_managers import DELTA_IO_MANAGER, JSON_IO_MANAGER
@@ -119,6 +119,7 @@ def _count_table(rows: list[dict], columns: list[str], count_column: str) -> Met
         AssetCheckSpec("labels_agree", asset=LABELED, description="The same bytes never carry two labels."),
     ],
 )
+@retried_only_if_transient
 def screen_and_featurize(
     context: AssetExecutionContext,
     config: IngestConfig,

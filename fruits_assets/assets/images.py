@@ -15,7 +15,7 @@ from dagster import (
     asset,
 )
 
-from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, ListingConfig, RunGuard
+from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, ListingConfig, RunGuard, retried_only_if_transient
 from fruits_assets.resources.emr import register_step_work
 from fruits_assets.resources.io_managers import DELTA_IO_MANAGER
 from fruits_assets.resources.locations import DataLocations
@@ -80,6 +80,7 @@ register_step_work(RAW, raw_images_has_work)
         )
     ],
 )
+@retried_only_if_transient
 def raw_images(
     context: AssetExecutionContext,
     config: ListingConfig,

@@ -23,7 +23,7 @@ from dagster import (
 from pyspark.sql import functions as F
 
 from fruits_assets.assets.automation import ON_NEW_DATA
-from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, PCAConfig, RunGuard
+from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, PCAConfig, RunGuard, retried_only_if_transient
 from fruits_assets.assets.plots import explained_variance_png, markdown_image, pc_scatter_png
 from fruits_assets.resources.csv_files import CsvFiles, CsvWrite
 from fruits_assets.resources.emr import register_step_work
@@ -54,6 +54,7 @@ SCATTER_POINTS = 5000  # a sample is enough to see the clusters, whatever the nu
     retry_policy=TRANSIENT_FAILURES,
     check_specs=[AssetCheckSpec("explained_variance_reaches_target", asset=MODEL)],
 )
+@retried_only_if_transient
 def pca_model(
     context: AssetExecutionContext,
     config: PCAConfig,
@@ -200,6 +201,7 @@ def _moments(context, pyspark, tables: DeltaTables, models: ModelStore, features
         )
     ],
 )
+@retried_only_if_transient
 def project_features(
     context: AssetExecutionContext,
     pyspark: SparkResource,
