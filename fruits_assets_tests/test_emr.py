@@ -32,6 +32,7 @@ from moto.emr.models import emr_backends
 from moto.server import ThreadedMotoServer
 from pyspark.find_spark_home import _find_spark_home
 
+from fruits_assets.definitions import FEATURE_PIPELINE
 from fruits_assets.spark.config import jars_config, s3a_config
 
 from .conftest import (
@@ -276,7 +277,8 @@ def emr_run(aws, node, tmp_path_factory):
     failed_home = work / "failed_home"
     failed_home.mkdir()
     # A step that fails on the cluster: the nodes have LiteRT, not TensorFlow, and this run asks for the TensorFlow
-    # engine. A storage root of its own, so that `out/` stays the first run's.
+    # engine, whose features every photo lacks. On a copy of `out/`, so that `out/` stays the first run's.
+    _copy_storage(s3, "out", "failed-out")
     failed_env = run_env | {"FRUITS_STORAGE": f"s3://{BUCKET}/failed-out", "DAGSTER_HOME": str(failed_home)}
     engine = {"ops": {"screen_and_featurize": {"config": {"engine": "tensorflow"}}}}
     failed = _materialize_on_emr(failed_env, runner, work / "failed.log", "group:images or group:features", engine)
@@ -288,7 +290,7 @@ def emr_run(aws, node, tmp_path_factory):
         "FRUITS_STORAGE": f"s3://{BUCKET}/local-out",
         "DAGSTER_HOME": str(local_home),
     }
-    materialize_in_shell(local_env)
+    materialize_in_shell(local_env, FEATURE_PIPELINE)  # what the comparison reads: the features, the CSV
     yield {
         "s3": s3,
         "aws": aws,
@@ -312,8 +314,7 @@ def sensor_runs(emr_run) -> dict:
     with nothing new add no run; an upload's notification then starts a run whose Spark steps go to the cluster."""
     aws, run_env, work = emr_run["aws"], emr_run["run_env"], emr_run["work"]
     s3, sqs, emr = aws_client("s3", aws), aws_client("sqs", aws), aws_client("emr", aws)
-    for key in _keys(s3, "out/"):
-        s3.copy_object(Bucket=BUCKET, Key=f"sensor-{key}", CopySource={"Bucket": BUCKET, "Key": key})
+    _copy_storage(s3, "out", "sensor-out")
     queue = sqs.create_queue(QueueName="fruits-photos")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     rule = {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}
@@ -349,6 +350,14 @@ def sensor_runs(emr_run) -> dict:
             "notified_steps": [steps[i] for i in set(steps) - idle],
             "files_read": materialized(instance, notified, "labeled_images")["files_read"],
         }
+
+
+def _copy_storage(s3, source: str, target: str) -> None:
+    """A storage root's every object copied under another prefix, as `aws s3 sync` would."""
+    for key in _keys(s3, f"{source}/"):
+        s3.copy_object(
+            Bucket=BUCKET, Key=f"{target}/{key.removeprefix(source + '/')}", CopySource={"Bucket": BUCKET, "Key": key}
+        )
 
 
 def _keys(s3, prefix: str) -> list[str]:
