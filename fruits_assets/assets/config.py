@@ -34,7 +34,8 @@ DEFAULT_CHUNK_FILES = 50_000
 POOL = "fruits_storage"
 # A step that fails for a reason outside it (S3 throttling, a lost executor, a timeout) is tried again, with
 # backoff. What cannot mend by waiting (a bad setting, a lost lease, a failed audit) fails with
-# `Failure(allow_retries=False)`, and a failed blocking check is never retried.
+# `Failure(allow_retries=False)`, as does an error every attempt would repeat (`retried_only_if_transient`), and a
+# failed blocking check is never retried.
 TRANSIENT_FAILURES = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
