@@ -7,8 +7,9 @@ For each commit point in turn, a copy of that root is rerun as a user runs it, w
 there, and the test kills its whole process group. For a point in a later step, the
 copy has the steps before it already brought up to date by an earlier run: the rerun
 decides from their logs that they have nothing to do, and the storage at the kill is
-what a run killed there leaves, without paying the steps before it ten times. The next run on that root must
-leave exactly what a fresh run on the final images leaves, asset by asset. Up to the
+what a run killed there leaves, without paying for the steps before it each time.
+The next run on that root must leave exactly what a fresh run on the final images
+leaves, asset by asset. Up to the
 CSV, the runs are of the feature pipeline (images to the CSV) and compare its outputs;
 at the classifier's and the phone's model, of the whole graph and every output.
 """
