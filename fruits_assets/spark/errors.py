@@ -28,9 +28,8 @@ def lasting_error(error: BaseException) -> str | None:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, LASTING_PYTHON_ERRORS):
-            return f"{type(current).__name__}: {current}".splitlines()[0]
-        if any(cls.__name__ in LASTING_SPARK_ERRORS for cls in type(current).__mro__):
+        spark_names = {cls.__name__ for cls in type(current).__mro__} & set(LASTING_SPARK_ERRORS)
+        if isinstance(current, LASTING_PYTHON_ERRORS) or spark_names:
             return f"{type(current).__name__}: {current}".splitlines()[0]
         found = _WORKER_LINE.search(str(current))
         if found:
