@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRUITS_IMAGES ?= $(abspath ../shared/fruits-360/Test)
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+TEST_WORKERS ?= 2
 export FRUITS_IMAGES DAGSTER_HOME
 
-.PHONY: setup system-packages release run dev test lint bench
+.PHONY: setup system-packages release run dev test lint bench bench-scale
 
 setup:  ## create .venv and install everything: packages, model weights, the LiteRT model
 	@java -version 2>&1 | grep -q 'version "\(1[7-9]\|2[0-9]\)' || { echo "Java 17+ is required by Spark"; exit 1; }
@@ -42,15 +43,18 @@ dev:  ## the Dagster UI on http://127.0.0.1:3000 and the daemon (sensors, automa
 	@ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dg dev -h 127.0.0.1 -p 3000
 
-test:  ## lint and the import layers, then every test
+test:  ## lint and the import layers, then every test, two test files at a time (TEST_WORKERS=1: one at a time)
 	$(BIN)/ruff check fruits_assets fruits_assets_tests bench bootstrap
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -p no:cacheprovider --durations=30
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 lint:
 	$(BIN)/ruff check fruits_assets fruits_assets_tests bench bootstrap
 	$(BIN)/ruff format --check fruits_assets fruits_assets_tests bench bootstrap
 	$(BIN)/lint-imports
 
-bench:  ## seed notebook, bare engine, every asset on Test, 20,000 and 40,000 images and their reruns, one run
+bench:  ## seed notebook, bare engine, the pipeline on Test, 20,000 and 40,000 images and their reruns (about 35 min)
 	$(BIN)/python bench/bench.py
+
+bench-scale:  ## the same at production size: 40,000 and 200,000 images, in one run (about 80 min on 2 cores)
+	$(BIN)/python bench/bench.py --sizes 40000 200000

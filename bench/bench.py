@@ -5,17 +5,19 @@ count (absolute timings drift between machines and runs). Measured:
 - `Test` (1,714 real images): the feature pipeline (images to the CSV, the
   `FEATURE_PIPELINE` selection), then the classification steps on top of it, and the
   seed notebook's pipeline;
-- corpora of 20,000 and 40,000 images generated from ../shared (`bench/corpus.py`):
-  the feature pipeline on fresh storage, a rerun with nothing new, and a rerun after
-  adding 1% new images;
+- corpora of 20,000 and 40,000 images (`make bench-scale`: 40,000 and 200,000) generated
+  from ../shared (`bench/corpus.py`): the feature pipeline on fresh storage, a rerun
+  with nothing new, and a rerun after adding 1% new images; at 40,000, also every
+  asset (`--select '*'`) on fresh storage and its rerun after adding the same 1%;
 - the bare engine (the model alone, as the workers run it) and decoding alone.
 
-    python bench/bench.py [--sizes 20000 40000] [--skip-seed]
+    python bench/bench.py [--sizes 20000 40000 200000] [--whole-graph-sizes 40000] [--skip-seed]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import corpus
@@ -226,25 +229,44 @@ def materialize(images: Path, storage: Path, home: Path, select: str = FEATURE_P
     }
 
 
-def size_runs(size: int, work: Path, workers: int) -> dict:
-    """The whole graph on `size` generated images, then with nothing new, then after adding 1%."""
+def size_runs(size: int, work: Path, workers: int, whole_graph: bool) -> dict:
+    """The feature pipeline on `size` generated images, then with nothing new, after adding 1%, after removing
+    that 1% again; with
+    `whole_graph`, the same full run and +1% rerun of every asset (`--select '*'`) on a storage of its own."""
     images, extra = CORPORA / f"corpus-{size}", CORPORA / f"extra-{size}"
     corpus.generate(SHARED / "fruits-360", images, 0, size, workers)
     corpus.generate(SHARED / "fruits-360", extra, size, size // 100, workers)
     storage, home = work / f"storage-{size}", work / f"home-{size}"
-    full = materialize(images, storage, home / "full")
-    unchanged = materialize(images, storage, home / "unchanged")
+    runs = {"full": materialize(images, storage, home / "full")}
+    runs["unchanged"] = materialize(images, storage, home / "unchanged")
+    with _added(extra, images) as added:
+        runs["one_percent_added"] = materialize(images, storage, home / "added")
+    runs["added"] = added
+    # the same 1% gone again: a merge that deletes rows in every folder, what it rewrites of the table
+    runs["one_percent_removed"] = materialize(images, storage, home / "removed")
+    shutil.rmtree(storage)
+    if whole_graph:
+        storage = work / f"storage-{size}-all"
+        runs["whole_graph_full"] = materialize(images, storage, home / "all-full", "*")
+        with _added(extra, images):
+            runs["whole_graph_one_percent_added"] = materialize(images, storage, home / "all-added", "*")
+        shutil.rmtree(storage)
+    return runs
+
+
+@contextlib.contextmanager
+def _added(extra: Path, images: Path) -> Iterator[int]:
+    """The 1% of new images copied into the corpus for the block's runs, then removed again."""
     added = []
-    for source in sorted(extra.rglob("*.jpg")):
-        target = images / source.relative_to(extra)
-        shutil.copy2(source, target)
-        added.append(target)
     try:
-        rerun = materialize(images, storage, home / "added")
+        for source in sorted(extra.rglob("*.jpg")):
+            target = images / source.relative_to(extra)
+            shutil.copy2(source, target)
+            added.append(target)
+        yield len(added)
     finally:
         for target in added:
             target.unlink()
-    return {"full": full, "unchanged": unchanged, "one_percent_added": rerun, "added": len(added)}
 
 
 def stages(run: dict, workers: int) -> dict[str, float]:
@@ -272,6 +294,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=SHARED / "fruits-360" / "Test")
     parser.add_argument("--sizes", type=int, nargs="*", default=[20000, 40000])
+    parser.add_argument(
+        "--whole-graph-sizes",
+        type=int,
+        nargs="*",
+        default=[40000],
+        help="sizes (among --sizes) also run with every asset, a full run and a +1%% rerun",
+    )
     parser.add_argument("--seed-baseline", type=Path, default=SHARED / "bench" / "seed_baseline.py")
     parser.add_argument("--skip-seed", action="store_true", help="leave the seed baseline out (it takes minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
@@ -286,14 +315,16 @@ def main() -> None:
         everything = materialize(args.images.resolve(), work / "test-storage", work / "test-home-all", "*")
         results["classification_steps"] = {k: v for k, v in everything["steps"].items() if k not in STEP_NAMES}
         for size in args.sizes:
-            results["sizes"][str(size)] = size_runs(size, work, workers)
-        largest = max(args.sizes, default=0)
-        results["bare_engine"] = bare_engine(config.engine, config.batch_size, workers, max(largest, 2000))
+            results["sizes"][str(size)] = size_runs(size, work, workers, size in args.whole_graph_sizes)
+            args.out.write_text(json.dumps(results, indent=2, default=float))  # what a later failure would lose
+        # a rate: 40,000 images (about two minutes) measure it as well as more would
+        engine_images = min(max(args.sizes, default=0), 40000)
+        results["bare_engine"] = bare_engine(config.engine, config.batch_size, workers, max(engine_images, 2000))
         results["decode_img_per_s"] = decode_rate(args.images, workers)
         if not args.skip_seed:
             results["seed"] = seed_baseline(args.images, args.seed_baseline, work)
-    report(results, workers)
     args.out.write_text(json.dumps(results, indent=2, default=float))
+    report(results, workers)
 
 
 def machine() -> str:
@@ -328,6 +359,10 @@ def report(r: dict, workers: int) -> None:
     for size, runs in r["sizes"].items():
         rows += [(f"feature pipeline, {size}", runs["full"]), (f"  rerun, nothing new, {size}", runs["unchanged"])]
         rows.append((f"  rerun, {runs['added']} new (1%), {size}", runs["one_percent_added"]))
+        rows.append((f"  rerun, the {runs['added']} removed, {size}", runs["one_percent_removed"]))
+        if "whole_graph_full" in runs:
+            rows.append((f"every asset, {size}", runs["whole_graph_full"]))
+            rows.append((f"  rerun, {runs['added']} new (1%), {size}", runs["whole_graph_one_percent_added"]))
     if "seed" in r:
         rows.insert(0, ("seed notebook pipeline, Test", r["seed"]))
     for name, run in rows:
@@ -341,6 +376,10 @@ def report(r: dict, workers: int) -> None:
         print(f"  feature pipeline, {size} / bare engine (img/s):  {full['img_per_s'] / bare:.2f}")
         print(f"  rerun after adding 1%, {size} / full run (s):    {added['seconds'] / full['seconds']:.2f}")
         print(f"  rerun with nothing new, {size} / full run (s):   {unchanged['seconds'] / full['seconds']:.2f}")
+        if "whole_graph_full" in runs:
+            whole, whole_added = runs["whole_graph_full"], runs["whole_graph_one_percent_added"]
+            ratio = whole_added["seconds"] / whole["seconds"]
+            print(f"  every asset, rerun after adding 1%, {size} / its full run (s): {ratio:.2f}")
     if r["sizes"]:
         largest, test = r["sizes"][str(max(int(k) for k in r["sizes"]))]["full"], r["test"]
         pss, rss = largest["peak_pss_gb"] / test["peak_pss_gb"], largest["peak_rss_gb"] / test["peak_rss_gb"]
@@ -358,7 +397,10 @@ def report(r: dict, workers: int) -> None:
         parts = ", ".join(f"{kind} {gb:.2f}" for kind, gb in run["peak_pss_gb_by_process"].items())
         print(f"  PSS at the peak: {parts} GB")
     for size, runs in r["sizes"].items():
-        for name in ("unchanged", "one_percent_added"):
+        names = ("unchanged", "one_percent_added", "one_percent_removed", "whole_graph_full")
+        for name in (*names, "whole_graph_one_percent_added"):
+            if name not in runs:
+                continue
             run = runs[name]
             steps = ", ".join(f"{k} {v:.1f} s" for k, v in run["steps"].items())
             print(f"{name.replace('_', ' ')}, {size}: {steps}")
@@ -366,15 +408,22 @@ def report(r: dict, workers: int) -> None:
 
 
 def merge_figures(runs: dict) -> str:
-    """What the +1% run's commits did to `mobilenet_features`: bytes written and removed against the table's."""
-    before, after = runs["full"]["featurization"], runs["one_percent_added"]["featurization"]
-    table = before.get("table_bytes") or 0
-    removed, added = after.get("bytes_removed", 0) or 0, after.get("bytes_added", 0) or 0
-    share = f"{removed / table:.1%}" if table else "?"
-    return (
-        f"table {table / 1e6:.1f} MB after the full run; the +1% run added {added / 1e6:.2f} MB and rewrote "
-        f"(removed) {removed / 1e6:.2f} MB = {share} of it; chunks in the full run: {before.get('chunks', '?')}"
-    )
+    """What the +1% run and the run that removed that 1% again did to `mobilenet_features`: bytes each wrote and
+    removed (rewrote), against the table's bytes before it."""
+    full = runs["full"]["featurization"]
+    parts = [f"chunks in the full run: {full.get('chunks', '?')}"]
+    before = full
+    for name in ("one_percent_added", "one_percent_removed"):
+        after = runs[name]["featurization"]
+        table = before.get("table_bytes") or 0
+        removed, added = after.get("bytes_removed", 0) or 0, after.get("bytes_added", 0) or 0
+        share = f"{removed / table:.1%}" if table else "?"
+        parts.append(
+            f"{name.replace('_', ' ')}: of {table / 1e6:.1f} MB, wrote {added / 1e6:.2f} MB and rewrote "
+            f"(removed) {removed / 1e6:.2f} MB = {share}"
+        )
+        before = after
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":

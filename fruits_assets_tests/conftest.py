@@ -18,6 +18,38 @@ from PIL import Image
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DAGSTER = Path(sys.executable).with_name("dagster")
 
+# The test files that take longest (a serial run's `--durations`), longest first. `make test` runs two files at a
+# time (pytest-xdist, `--dist loadfile --no-loadscope-reorder`: files handed out in collection order, not by their
+# number of tests): starting the long ones first keeps both workers busy to the end instead of leaving one alone
+# with a ten-minute file. Order only; nothing is skipped.
+LONGEST_FIRST = (
+    "test_kills.py",
+    "test_emr.py",
+    "test_automation_local.py",
+    "test_s3.py",
+    "test_automation_s3.py",
+    "test_faults.py",
+    "test_ui_browser.py",
+    "test_cluster.py",
+    "test_classifier_shared.py",
+    "test_churn.py",
+    "test_pipeline_shared.py",
+    "test_interrupted_run.py",
+    "test_freshness.py",
+    "test_bad_input.py",
+    "test_decisions.py",
+    "test_classifier.py",
+    "test_lock.py",
+    "test_pipeline_small.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first (`LONGEST_FIRST`), the rest after them in their own order; a file's tests stay
+    together and in order (the sort is stable)."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def start_server(command: list[str], log: Path, **options) -> subprocess.Popen:
     """A server the tests start, in a process group of its own so that `stop_server` ends all it spawned."""

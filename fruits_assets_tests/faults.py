@@ -63,6 +63,11 @@ class FaultPlan:
             self.kinds[kind] += 1
             return kind
 
+    def heal(self, key: str) -> None:
+        """End the burst of the keys ending in `key`: from now on they fail only at the random `share`."""
+        with self.lock:
+            self.bursts[key] = 0
+
     def figures(self) -> dict[str, int]:
         with self.lock:
             return {
