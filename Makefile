@@ -53,8 +53,8 @@ lint:
 	$(BIN)/ruff format --check fruits_assets fruits_assets_tests bench bootstrap
 	$(BIN)/lint-imports
 
-bench:  ## seed notebook, bare engine, the pipeline on Test, 20,000 and 40,000 images and their reruns (about 35 min)
+bench:  ## seed notebook, bare engine, the pipeline on Test, 20,000 and 40,000 images and their reruns
 	$(BIN)/python bench/bench.py
 
-bench-scale:  ## the same at production size: 40,000 and 200,000 images, in one run (about 80 min on 2 cores)
+bench-scale:  ## the same at production size: 40,000 and 200,000 images, in one run (70 min on 2 cores)
 	$(BIN)/python bench/bench.py --sizes 40000 200000

@@ -7,7 +7,8 @@ count (absolute timings drift between machines and runs). Measured:
   seed notebook's pipeline;
 - corpora of 20,000 and 40,000 images (`make bench-scale`: 40,000 and 200,000) generated
   from ../shared (`bench/corpus.py`): the feature pipeline on fresh storage, a rerun
-  with nothing new, and a rerun after adding 1% new images; at 40,000, also every
+  with nothing new, a rerun after adding 1% new images and one after removing them
+  again (a merge that deletes in every folder); at 40,000, also every
   asset (`--select '*'`) on fresh storage and its rerun after adding the same 1%;
 - the bare engine (the model alone, as the workers run it) and decoding alone.
 
@@ -231,8 +232,8 @@ def materialize(images: Path, storage: Path, home: Path, select: str = FEATURE_P
 
 def size_runs(size: int, work: Path, workers: int, whole_graph: bool) -> dict:
     """The feature pipeline on `size` generated images, then with nothing new, after adding 1%, after removing
-    that 1% again; with
-    `whole_graph`, the same full run and +1% rerun of every asset (`--select '*'`) on a storage of its own."""
+    that 1% again; with `whole_graph`, also every asset's full run and +1% rerun (`--select '*'`) on a storage
+    of its own."""
     images, extra = CORPORA / f"corpus-{size}", CORPORA / f"extra-{size}"
     corpus.generate(SHARED / "fruits-360", images, 0, size, workers)
     corpus.generate(SHARED / "fruits-360", extra, size, size // 100, workers)
