@@ -96,7 +96,8 @@ def raw_images(
     so that each ends featurized or rejected with a reason. `stamp` identifies a
     file's version: a file whose stamp is unchanged is never read again. The listing
     is compared with the stored one without Spark (the table read by delta-rs); only
-    when something changed does Spark start, to merge what changed in one commit.
+    when something changed does Spark start, to commit what changed: an append when
+    every changed path is new (no join with the table), else one merge.
     Given `paths` (a sensor's change set), only those are examined.
     """
     root = locations.images_root
@@ -124,9 +125,13 @@ def raw_images(
         commit = Commit(before, False, dict(NOTHING_WRITTEN))  # nothing changed: no Spark at all
     else:
         spark = pyspark.spark_session
-        with job_description(spark, "raw_images: merge what changed"):
-            upserts = spark.createDataFrame(new.to_pandas(), RAW_SCHEMA)
-            deletes = spark.createDataFrame(gone.to_pandas(), "path string")
-            commit = tables.merge(RAW, Changes(upserts, deletes))
+        upserts = spark.createDataFrame(new.to_pandas(), RAW_SCHEMA)
+        if gone.num_rows == 0 and added == new.num_rows:  # only paths the table lacks: no join with it
+            with job_description(spark, "raw_images: append the new files"):
+                commit = tables.append(RAW, upserts)
+        else:
+            with job_description(spark, "raw_images: merge what changed"):
+                deletes = spark.createDataFrame(gone.to_pandas(), "path string")
+                commit = tables.merge(RAW, Changes(upserts, deletes))
     yield Output(commit, data_version=data_version(commit.state), metadata=figures)
     yield AssetCheckResult(check_name="raw_images_listed", passed=True, metadata=audit)
