@@ -17,10 +17,10 @@ from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DAGSTER = Path(sys.executable).with_name("dagster")
-# Every JVM the tests start (Spark drivers, spark-submit, the standalone cluster, inherited by each subprocess)
-# compiles with C1 only. A test's JVM lives for seconds of tiny jobs, where C2's compilations cost more CPU than
-# they save: a small whole-graph run took 67-86 s of CPU with it against 105-119 s without. Same semantics; the
-# bench and users' runs keep the JVM's defaults.
+# Every JVM the tests start (inherited by each subprocess: spark-submit and its drivers, the standalone cluster's
+# master and workers, the EMR runner's steps) compiles with C1 only; users' runs and the bench keep the defaults.
+# A test's JVM lives for seconds of tiny jobs, where C2's compilations cost more CPU than they save: a small
+# whole-graph run took 67-86 s of CPU with it against 105-119 s without. Same semantics.
 os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
 
 # The test files that take longest (a serial run's `--durations`), longest first. `make test` runs two files at a

@@ -242,3 +242,29 @@ def test_a_root_whose_files_are_all_rejected_is_a_clear_error(tmp_path):
     assert failure.step_key == "pca_model"
     assert "every image was rejected (see the rejected_images asset)" in str(failure.step_failure_data.error)
     assert table(tmp_path / "storage" / "rejected_images")["reason"].tolist() == [Reason.NOT_AN_IMAGE]
+
+
+@pytest.mark.spark
+def test_paths_given_by_hand_must_be_spelt_as_the_listing_spells_them(tmp_path: Path):
+    """A partial listing compares paths by their exact string: `/root/a.jpg` for a stored `file:/root/a.jpg` would
+    be a new path, a second row. It is refused, naming the setting; the listing's spelling updates the one row."""
+    root, storage = tmp_path / "images", tmp_path / "storage"
+    photos = write_tree(root, {"Training/Kiwi 1": 2}, {"Kiwi 1": (120, 100, 40)})
+    assert run_graph(root, storage, select="raw_images").success
+    before = dict(zip(*(table(storage / "raw_images")[c] for c in ("path", "stamp")), strict=True))
+    photos[0].write_bytes(fruit_jpeg((120, 100, 40), seed=9))
+
+    def only(path: str) -> dict:
+        return {"ops": {"raw_images": {"config": {"paths": [path]}}}}
+
+    plain = run_graph(root, storage, only(str(photos[0])), raise_on_error=False, select="raw_images")
+    assert not plain.success
+    error = str(next(e for e in plain.all_events if e.is_step_failure).step_failure_data.error)
+    assert "ops.raw_images.config.paths" in error and f"file:{root}/" in error
+    assert dict(zip(*(table(storage / "raw_images")[c] for c in ("path", "stamp")), strict=True)) == before
+
+    assert run_graph(root, storage, only(f"file:{photos[0]}"), select="raw_images").success
+    after = dict(zip(*(table(storage / "raw_images")[c] for c in ("path", "stamp")), strict=True))
+    assert sorted(after) == sorted(before) == sorted(f"file:{p}" for p in photos)  # one row per file
+    assert after[f"file:{photos[0]}"] != before[f"file:{photos[0]}"]
+    assert after[f"file:{photos[1]}"] == before[f"file:{photos[1]}"]

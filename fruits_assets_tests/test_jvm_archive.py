@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from fruits_assets.prepare import in_fresh_process, start_with
-from fruits_assets.spark.config import C1_ONLY, CLASS_ARCHIVE, JAVA_OPTIONS, driver_java_options, local_config
+from fruits_assets.spark.config import CLASS_ARCHIVE, JAVA_OPTIONS, driver_java_options, local_config
 
 
 def test_options_name_the_archive_only_once_it_exists(tmp_path: Path):
@@ -11,13 +11,11 @@ def test_options_name_the_archive_only_once_it_exists(tmp_path: Path):
     assert driver_java_options(archive) == {}
     archive.write_bytes(b"")
     assert driver_java_options(archive) == {JAVA_OPTIONS: f"-XX:SharedArchiveFile={archive}"}
-    assert driver_java_options(archive, C1_ONLY) == {JAVA_OPTIONS: f"-XX:SharedArchiveFile={archive} {C1_ONLY}"}
-    assert driver_java_options(tmp_path / "absent.jsa", C1_ONLY) == {JAVA_OPTIONS: C1_ONLY}
 
 
 def test_local_sessions_map_the_archive_make_setup_built():
     assert CLASS_ARCHIVE.is_file(), f"make setup builds {CLASS_ARCHIVE}"
-    assert local_config()[JAVA_OPTIONS] == f"-XX:SharedArchiveFile={CLASS_ARCHIVE} {C1_ONLY}"
+    assert local_config()[JAVA_OPTIONS] == f"-XX:SharedArchiveFile={CLASS_ARCHIVE}"
     # -Xshare:on: the driver JVM fails to start unless it maps the archive (same JVM build, same jars).
     assert in_fresh_process(start_with, CLASS_ARCHIVE) == 0
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from fruits_assets.spark.listing import list_files, listing_changes
+from fruits_assets.spark.listing import list_files, listing_changes, path_prefix
 
 from .conftest import fruit_jpeg
 
@@ -87,3 +87,13 @@ def test_a_copy_that_keeps_the_modification_time_is_a_new_version(tmp_path: Path
     os.utime(image, ns=(kept.st_atime_ns, kept.st_mtime_ns))  # as `cp -p` leaves it
     after = _rows(tmp_path)["Kiwi/k.jpg"]["stamp"]
     assert after.split(":")[:2] == before.split(":")[:2] and after != before  # size and time the same, ctime not
+
+
+def test_every_listed_path_begins_with_its_root_s_prefix_however_the_root_is_spelt(tmp_path: Path):
+    (tmp_path / "Test" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "Test" / "Kiwi" / "k.jpg").write_bytes(fruit_jpeg((120, 160, 60)))
+    (tmp_path / "loose.jpg").write_bytes(fruit_jpeg((120, 160, 60), seed=2))
+    prefix = path_prefix(str(tmp_path))
+    assert prefix == path_prefix(f"file:{tmp_path}") == f"file:{tmp_path}/"
+    assert all(p.startswith(prefix) for p in list_files(str(tmp_path))["path"].to_pylist())
+    assert path_prefix("s3a://bucket/images") == "s3a://bucket/images/"

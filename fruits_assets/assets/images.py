@@ -27,6 +27,7 @@ from fruits_assets.spark.listing import (
     list_files,
     list_paths,
     listing_changes,
+    path_prefix,
     root_exists,
     unique_paths,
 )
@@ -44,6 +45,14 @@ def _listed(locations: DataLocations, tables: DeltaTables, config: ListingConfig
     outside = [p for p in (config.paths or []) if not is_within(absolute_location(p), root)]
     if outside:
         raise Failure(f"paths outside the images root {root}: {outside[:5]}", allow_retries=False)
+    prefix = path_prefix(root)
+    # Compared with the stored rows by their exact string: another spelling of a stored path would count as new.
+    misspelt = [p for p in (config.paths or []) if not p.startswith(prefix)]
+    if misspelt:
+        raise Failure(
+            f"ops.raw_images.config.paths must be spelt as raw_images holds them, {prefix}…: {misspelt[:5]}",
+            allow_retries=False,
+        )
     before = tables.state(RAW)
     partial = config.paths is not None and before is not None
     listing = list_paths(root, config.paths) if partial else list_files(root)

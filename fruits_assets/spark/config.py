@@ -23,20 +23,15 @@ JARS = Path(sys.prefix) / "share" / "fruits_assets" / "jars"
 CLASS_ARCHIVE = Path(sys.prefix) / "share" / "fruits_assets" / "spark-driver.jsa"
 # Spark's JVM options for administrators' defaults; users' own go in spark.driver.extraJavaOptions.
 JAVA_OPTIONS = "spark.driver.defaultJavaOptions"
-# A local driver (its executor too) compiles with C1 only. Its JVM runs short jobs around Python workers that hold
-# the cores: C2's compilations bought no speed and cost memory (A/B at 40,000 images, same code, one session: full
-# run 337.3 s with C1 only, 338.0 s with both; the JVM's peak PSS 1.54 GB against 1.72).
-C1_ONLY = "-XX:TieredStopAtLevel=1"
 
 
-def driver_java_options(archive: Path = CLASS_ARCHIVE, *options: str) -> dict[str, str]:
-    """Spark settings that map `archive` into the driver JVM, once it has been built, and the given `options`.
+def driver_java_options(archive: Path = CLASS_ARCHIVE) -> dict[str, str]:
+    """Spark settings that map `archive` into the driver JVM, once it has been built.
 
     The archive belongs to this JVM build and to pyspark's jars; the JVM checks both
     when it maps it and, if either changed, starts without it: slower, same results.
     """
-    mapped = [f"-XX:SharedArchiveFile={archive}"] if archive.is_file() else []
-    return {JAVA_OPTIONS: " ".join(mapped + list(options))} if mapped or options else {}
+    return {JAVA_OPTIONS: f"-XX:SharedArchiveFile={archive}"} if archive.is_file() else {}
 
 
 def hadoop_version() -> str:
@@ -127,13 +122,13 @@ def app_config(worker_python: str, driver_python: str) -> dict[str, str]:
 
 
 def local_config(master: str = "local[*]", driver_memory: str = "1g") -> dict[str, str]:
-    """A local session bound to loopback, its driver's classes mapped from `make setup`'s archive, C1 only.
+    """A local session bound to loopback, its driver's classes mapped from `make setup`'s archive.
 
     Every stage streams partition by partition, so a small heap suffices; a large
     one only lets the JVM grow with the data set before it collects (measured:
     peak RSS 2.7 GB for 1,714 images and 5.4 GB for 6,821 with 4 GB, 2.2 and 2.5 GB with 1 GB).
     """
-    return driver_java_options(CLASS_ARCHIVE, C1_ONLY) | {
+    return driver_java_options() | {
         "spark.master": master,
         "spark.driver.memory": driver_memory,
         "spark.driver.host": "127.0.0.1",

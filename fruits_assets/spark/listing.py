@@ -141,6 +141,12 @@ def _object_files(columns: _Columns, root: str) -> None:
         columns.add(f"{scheme}://{bucket}/{info['Key']}", int(info.get("Size") or 0), mtime_us, etag, etag, None)
 
 
+def path_prefix(root: str) -> str:
+    """How every path below `root` begins in the listing (`file:/…/`, or the root's own `s3://…/`): the form a
+    sensor's change set uses, and so the only one a partial listing's `paths` can be compared in."""
+    return f"{root}/" if uses_s3(root) else f"file:{root.removeprefix('file:')}/"
+
+
 def list_files(root: str) -> pa.Table:
     """Every file below `root`, one row each, keyed by Hadoop path string (`file:/…`, `s3a://…`), sorted."""
     columns = _Columns(root)
