@@ -251,7 +251,12 @@ def test_paths_given_by_hand_must_be_spelt_as_the_listing_spells_them(tmp_path: 
     root, storage = tmp_path / "images", tmp_path / "storage"
     photos = write_tree(root, {"Training/Kiwi 1": 2}, {"Kiwi 1": (120, 100, 40)})
     assert run_graph(root, storage, select="raw_images").success
-    before = dict(zip(*(table(storage / "raw_images")[c] for c in ("path", "stamp")), strict=True))
+
+    def stamps() -> dict[str, str]:
+        rows = table(storage / "raw_images")
+        return dict(zip(rows["path"], rows["stamp"], strict=True))
+
+    before = stamps()
     photos[0].write_bytes(fruit_jpeg((120, 100, 40), seed=9))
 
     def only(path: str) -> dict:
@@ -261,10 +266,10 @@ def test_paths_given_by_hand_must_be_spelt_as_the_listing_spells_them(tmp_path: 
     assert not plain.success
     error = str(next(e for e in plain.all_events if e.is_step_failure).step_failure_data.error)
     assert "ops.raw_images.config.paths" in error and f"file:{root}/" in error
-    assert dict(zip(*(table(storage / "raw_images")[c] for c in ("path", "stamp")), strict=True)) == before
+    assert stamps() == before
 
     assert run_graph(root, storage, only(f"file:{photos[0]}"), select="raw_images").success
-    after = dict(zip(*(table(storage / "raw_images")[c] for c in ("path", "stamp")), strict=True))
+    after = stamps()
     assert sorted(after) == sorted(before) == sorted(f"file:{p}" for p in photos)  # one row per file
     assert after[f"file:{photos[0]}"] != before[f"file:{photos[0]}"]
     assert after[f"file:{photos[1]}"] == before[f"file:{photos[1]}"]
