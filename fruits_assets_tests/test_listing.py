@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from fruits_assets.spark.listing import list_files, listing_changes, path_prefix
+from fruits_assets.spark.listing import BATCH_FILES, RAW_ARROW_SCHEMA, list_files, listing_changes, path_prefix
 
 from .conftest import fruit_jpeg
 
@@ -97,3 +97,17 @@ def test_every_listed_path_begins_with_its_root_s_prefix_however_the_root_is_spe
     assert prefix == path_prefix(f"file:{tmp_path}") == f"file:{tmp_path}/"
     assert all(p.startswith(prefix) for p in list_files(str(tmp_path))["path"].to_pylist())
     assert path_prefix("s3a://bucket/images") == "s3a://bucket/images/"
+
+
+def test_a_listing_longer_than_a_batch_holds_every_file_once_in_path_order(tmp_path: Path):
+    count = BATCH_FILES * 2 + 7  # three Arrow batches, the last one partial
+    for i in range(count):
+        folder = tmp_path / "Training" / f"Fruit {i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i:06d}.jpg").write_bytes(b"")
+    listing = list_files(str(tmp_path))
+    paths = listing.column("path").to_pylist()
+    assert listing.num_rows == count and len(set(paths)) == count and paths == sorted(paths)
+    labels = dict(zip(paths, listing.column("label").to_pylist(), strict=True))
+    assert labels[f"file:{tmp_path}/Training/Fruit 2/000005.jpg"] == "Fruit 2"
+    assert listing.schema == RAW_ARROW_SCHEMA

@@ -134,13 +134,16 @@ def raw_images(
         commit = Commit(before, False, dict(NOTHING_WRITTEN))  # nothing changed: no Spark at all
     else:
         spark = pyspark.spark_session
-        upserts = spark.createDataFrame(new.to_pandas(), RAW_SCHEMA)
+        upserts = spark.createDataFrame(new, RAW_SCHEMA)  # from Arrow: no pandas copy of every changed row
         if gone.num_rows == 0 and added == new.num_rows:  # only paths the table lacks: no join with it
             with job_description(spark, "raw_images: append the new files"):
                 commit = tables.append(RAW, upserts)
         else:
             with job_description(spark, "raw_images: merge what changed"):
-                deletes = spark.createDataFrame(gone.to_pandas(), "path string")
+                deletes = spark.createDataFrame(gone, "path string")
                 commit = tables.merge(RAW, Changes(upserts, deletes))
+    del listing, new, gone
+    # One process runs every step: Arrow's allocator would otherwise keep the listing's memory for the whole run.
+    pa.default_memory_pool().release_unused()
     yield Output(commit, data_version=data_version(commit.state), metadata=figures)
     yield AssetCheckResult(check_name="raw_images_listed", passed=True, metadata=audit)

@@ -42,14 +42,21 @@ RAW_SCHEMA = (
     "listing_error string"
 )
 PAGE = 1000  # S3's own page size
+BATCH_FILES = 10_000  # entries held as Python values before they become an Arrow batch
 
 
 class _Columns:
-    """The listing's columns, appended to as entries are found: no per-file dictionaries."""
+    """The listing's columns, appended to as entries are found: no per-file dictionaries.
+
+    Every `BATCH_FILES` entries the Python values become an Arrow batch: the listing's
+    Python objects (about a kilobyte a file) stay bounded, only its Arrow columns
+    (a few dozen bytes a file) grow with the files.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.values: dict[str, list] = {name: [] for name in RAW_ARROW_SCHEMA.names}
+        self.batches: list[pa.RecordBatch] = []
 
     def add(
         self,
@@ -68,12 +75,18 @@ class _Columns:
             RAW_ARROW_SCHEMA.names, (path, size, mtime_us, etag, stamp, label, split, error), strict=True
         ):
             self.values[name].append(value)
+        if len(self.values["path"]) >= BATCH_FILES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.values["path"]:
+            arrays = [pa.array(self.values[f.name], f.type) for f in RAW_ARROW_SCHEMA]
+            self.batches.append(pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA))
+            self.values = {name: [] for name in RAW_ARROW_SCHEMA.names}
 
     def table(self) -> pa.Table:
-        listing = pa.table(
-            {name: pa.array(self.values[name], RAW_ARROW_SCHEMA.field(name).type) for name in RAW_ARROW_SCHEMA.names}
-        )
-        return listing.sort_by("path")
+        self._flush()
+        return pa.Table.from_batches(self.batches, RAW_ARROW_SCHEMA).sort_by("path")
 
 
 def _error(error: OSError) -> str:
