@@ -246,18 +246,22 @@ def project_features(
 
 
 def _project(pyspark, tables: DeltaTables, models: ModelStore, features: TableState, made_from: dict):
-    """The features through the model, in one pass, replacing the table in one commit; and a scatter plot."""
+    """The features through the model, in one pass, replacing the table in one commit; and a scatter plot.
+
+    The plot's sample is drawn from the stored projection, reading its label and first
+    two components only, not from the features (a second pass over 1280 floats a row).
+    """
     spark = pyspark.spark_session
     model = models.load(MODEL, made_from[MODEL])
     rows = tables.read(FEATURES, features.version)
-    with job_description(spark, "pca_features: sample for the scatter plot"):
-        sample = rows.sample(fraction=min(1.0, SCATTER_POINTS / max(features.rows, 1)), seed=0)
-        second = F.col("pc_2") if pca_k(model) > 1 else F.lit(0.0).alias("pc_2")
-        points = project(model, sample).select("label", "pc_1", second).toPandas()
-    scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
-    projection = project(model, rows)
     with job_description(spark, "pca_features: project every row"):
-        commit = tables.replace(PROJECTED, projection, made_from)
+        commit = tables.replace(PROJECTED, project(model, rows), made_from)
+    with job_description(spark, "pca_features: sample for the scatter plot"):
+        stored = tables.read(PROJECTED, commit.state.version)
+        sample = stored.sample(fraction=min(1.0, SCATTER_POINTS / max(features.rows, 1)), seed=0)
+        second = F.col("pc_2") if pca_k(model) > 1 else F.lit(0.0).alias("pc_2")
+        points = sample.select("label", "pc_1", second).toPandas()
+    scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
     return commit, {"pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components"))}
 
 
