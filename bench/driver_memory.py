@@ -1,13 +1,14 @@
-"""`raw_images` alone on many files: its time and the peak memory of the Dagster process and of the JVM.
+"""Steps on many empty files: their time and the peak memory of the Dagster process, the JVM and the workers.
 
-The listing is the one thing the driver holds that grows with the files, so this
-measures it at a size the full bench takes half an hour to reach: `--files` empty
-files (the listing never reads a file) in the Fruits-360 layout under
-`build/bench/empty-<files>`, listed on fresh storage, then listed again after adding
-1% new files (an append). Each kind of process is reported at its own peak.
-To compare two checkouts, run it from each with `PYTHONPATH=<checkout>`.
+Whether the driver grows with the files, at a size the full bench takes half an hour
+to reach: `--files` empty files in the Fruits-360 layout under
+`build/bench/empty-<files>` (the listing never reads a file; the screening reads each
+and rejects it as empty), materialized on fresh storage (`--select`, `raw_images` by
+default), then again after adding 1% new files (an append) unless `--no-rerun`.
+Each kind of process is reported at its own peak. To compare two checkouts, run it
+from each with `PYTHONPATH=<checkout>`.
 
-    python bench/listing_memory.py [--files 200000]
+    python bench/driver_memory.py [--files 200000] [--select raw_images,rejected_images,…] [--no-rerun]
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ def empty_tree(root: Path, files: int, first: int = 0, label: str | None = None)
     return root
 
 
-def listed(images: Path, storage: Path, home: Path) -> dict:
-    """`dagster asset materialize --select raw_images`: seconds, and GB of PSS at each kind's own peak."""
+def materialized(images: Path, storage: Path, home: Path, select: str) -> dict:
+    """`dagster asset materialize --select …`: seconds, and GB of PSS at each kind's own peak."""
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
     dagster = str(Path(sys.executable).with_name("dagster"))
-    cmd = [dagster, "asset", "materialize", "-m", "fruits_assets.definitions", "--select", "raw_images"]
+    cmd = [dagster, "asset", "materialize", "-m", "fruits_assets.definitions", "--select", select]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak: dict[str, int] = {}
@@ -59,22 +60,28 @@ def listed(images: Path, storage: Path, home: Path) -> dict:
     done.set()
     sampler.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"raw_images failed ({proc.returncode}):\n{out[-4000:]}")
+        raise RuntimeError(f"{select} failed ({proc.returncode}):\n{out[-4000:]}")
     return {"seconds": round(time.perf_counter() - start, 1), **{k: round(v / 1e9, 3) for k, v in peak.items()}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=200_000)
+    parser.add_argument("--select", default="raw_images", help="assets to materialize, as dagster's --select")
+    parser.add_argument("--no-rerun", action="store_true", help="only the run on fresh storage")
     args = parser.parse_args()
     images = empty_tree(CORPORA / f"empty-{args.files}", args.files)
     label = "Added fruit"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print("first listing:", json.dumps(listed(images, work / "storage", work / "first")), flush=True)
+        first = materialized(images, work / "storage", work / "first", args.select)
+        print("fresh storage:", json.dumps(first), flush=True)
+        if args.no_rerun:
+            return
         empty_tree(images, args.files // 100, args.files, label)
         try:
-            print("1% added:     ", json.dumps(listed(images, work / "storage", work / "added")), flush=True)
+            added = materialized(images, work / "storage", work / "added", args.select)
+            print("1% added:     ", json.dumps(added), flush=True)
         finally:
             for folder in images.glob(f"*/{label}"):
                 for path in folder.iterdir():
