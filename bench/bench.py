@@ -99,10 +99,13 @@ def _tree_memory(root: int) -> dict[str, dict[str, int]]:
 
 
 def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, dict[str, int]], str]:
-    """Run `cmd`, sampling its process tree's memory; returns seconds, RSS and PSS by kind at their peaks, stdout."""
+    """Run `cmd`, sampling its process tree's memory; returns seconds, RSS and PSS by kind at their peaks, stdout.
+
+    `pss_each` holds each kind's own peak PSS, which may fall at another moment than the tree's.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peaks: dict[str, dict[str, int]] = {"rss": {}, "pss": {}}
+    peaks: dict[str, dict[str, int]] = {"rss": {}, "pss": {}, "pss_each": {}}
     done = threading.Event()
 
     def sample():
@@ -111,6 +114,8 @@ def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, dic
             for measure, by_kind in now.items():
                 if sum(by_kind.values()) > sum(peaks[measure].values()):
                     peaks[measure] = by_kind
+            for kind, size in now["pss"].items():
+                peaks["pss_each"][kind] = max(peaks["pss_each"].get(kind, 0), size)
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-from bench import CORPORA, _tree_memory
+from bench import CORPORA, timed_run
 
 LABELS = 131  # as many folders as Fruits-360 has labels
 
@@ -43,25 +40,8 @@ def materialized(images: Path, storage: Path, home: Path, select: str) -> dict:
     env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "asset", "materialize", "-m", "fruits_assets.definitions", "--select", select]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak: dict[str, int] = {}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            for kind, size in _tree_memory(proc.pid)["pss"].items():
-                peak[kind] = max(peak.get(kind, 0), size)
-            done.wait(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, _ = proc.communicate()
-    done.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{select} failed ({proc.returncode}):\n{out[-4000:]}")
-    return {"seconds": round(time.perf_counter() - start, 1), **{k: round(v / 1e9, 3) for k, v in peak.items()}}
+    seconds, peaks, _ = timed_run(cmd, env)
+    return {"seconds": round(seconds, 1), **{k: round(v / 1e9, 3) for k, v in peaks["pss_each"].items()}}
 
 
 def main() -> None:
