@@ -134,6 +134,7 @@ def _peak_figures(peaks: dict[str, dict[str, int]]) -> dict:
         "peak_rss_gb": sum(peaks["rss"].values()) / 1e9,
         "peak_pss_gb": sum(peaks["pss"].values()) / 1e9,
         "peak_pss_gb_by_process": {kind: size / 1e9 for kind, size in sorted(peaks["pss"].items())},
+        "own_peak_pss_gb_by_process": {kind: size / 1e9 for kind, size in sorted(peaks["pss_each"].items())},
     }
 
 

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
-from bench import CORPORA, timed_run
+from bench import CORPORA, materialize
 
 LABELS = 131  # as many folders as Fruits-360 has labels
 
@@ -35,13 +33,11 @@ def empty_tree(root: Path, files: int, first: int = 0, label: str | None = None)
 
 
 def materialized(images: Path, storage: Path, home: Path, select: str) -> dict:
-    """`dagster asset materialize --select …`: seconds, and GB of PSS at each kind's own peak."""
-    home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    cmd = [dagster, "asset", "materialize", "-m", "fruits_assets.definitions", "--select", select]
-    seconds, peaks, _ = timed_run(cmd, env)
-    return {"seconds": round(seconds, 1), **{k: round(v / 1e9, 3) for k, v in peaks["pss_each"].items()}}
+    """`dagster asset materialize --select …` as the bench runs it: seconds, and GB of PSS at each kind's own peak."""
+    run = materialize(images, storage, home, select)
+    return {"seconds": round(run["seconds"], 1)} | {
+        kind: round(gb, 3) for kind, gb in run["own_peak_pss_gb_by_process"].items()
+    }
 
 
 def main() -> None:
