@@ -1,4 +1,5 @@
-"""One run at a time per storage root: a second run fails fast, names the first, and writes nothing."""
+"""One run at a time per storage root: a second run fails fast, names the first, and writes nothing; a run that
+only reads (the freshness checks) takes no lock."""
 
 import os
 import subprocess
@@ -11,6 +12,15 @@ from fruits_assets.definitions import FEATURE_PIPELINE
 from .conftest import materialize_command, run_graph, table, write_tree
 
 COLORS = {"Kiwi 1": (120, 100, 40), "Lemon 1": (240, 220, 40)}
+
+
+def _freshness_checks(root, storage):
+    """The hourly schedule's job, in this process."""
+    from fruits_assets.definitions import build_defs
+    from fruits_assets.settings import Settings
+
+    defs = build_defs(Settings(images=str(root), storage=str(storage)))
+    return defs.resolve_job_def("freshness_checks").execute_in_process(raise_on_error=False)
 
 
 def test_a_run_started_while_another_writes_the_same_storage_fails_fast_and_the_first_completes(tmp_path):
@@ -35,6 +45,10 @@ def test_a_run_started_while_another_writes_the_same_storage_fails_fast_and_the_
     assert not [e for e in second.all_events if e.event_type == DagsterEventType.STEP_START]
     assert first.poll() is None  # the refusal came while the first run was still at work
     assert refused_in < 30
+    # The hourly freshness checks only read: they take no lock, so they answer while the first run writes.
+    checks = _freshness_checks(root, storage)
+    assert checks.success and len(checks.get_asset_check_evaluations()) == 2
+    assert first.poll() is None
 
     assert first.wait(timeout=600) == 0, log.read_text()[-3000:]
     assert len(table(storage / "mobilenet_features")) == 400

@@ -46,6 +46,7 @@ from dagster import (
 )
 
 from fruits_assets.assets.screening import STATE_FILE, ScreeningState
+from fruits_assets.resources.guard import READ_ONLY_TAG
 from fruits_assets.resources.locations import DataLocations
 from fruits_assets.resources.tables import DeltaTables
 from fruits_assets.spark.listing import list_files, listing_changes
@@ -261,7 +262,8 @@ def build_freshness(warn_hours: float) -> tuple[list, ScheduleDefinition]:
         return _freshness("fruit_classifier", made_from, tables, locations, warn_hours)
 
     checks = [csv_lag, classifier_lag]
-    job = define_asset_job("freshness_checks", selection=AssetSelection.checks(*checks))
+    # Read-only: it takes no lock, so a long run writing the storage root neither fails it nor makes it wait.
+    job = define_asset_job("freshness_checks", selection=AssetSelection.checks(*checks), tags={READ_ONLY_TAG: "true"})
     schedule = ScheduleDefinition(
         name="hourly_freshness", cron_schedule="0 * * * *", target=job, default_status=DefaultScheduleStatus.RUNNING
     )

@@ -4,6 +4,8 @@ Before the first step: the storage root must belong to this images root (a stora
 root reused with another one would keep the old labels and splits), then the root's
 lock is taken (`lock.py`). Before every commit (a Delta commit, a model made current,
 the CSV or a small file replaced): `check()`, which refuses once the lease is lost.
+A run tagged `READ_ONLY_TAG` (the freshness checks' schedule) takes no lock, so it
+answers while another run writes; any commit it tries is refused.
 """
 
 import json
@@ -18,11 +20,16 @@ from fruits_assets.resources.lock import RENEW_SECONDS, STALE_SECONDS, held_else
 from fruits_assets.resources.s3 import EncryptedS3Resource
 
 GUARD = "run_guard"
+READ_ONLY_TAG = "fruits/read_only"  # "true" on the runs of a job that only reads the storage root
 ROOT_RECORD = "fruits-storage.json"
 
 
 class ImagesRootMismatch(ValueError):
     """The storage root holds the outputs of another images root."""
+
+
+class ReadOnlyRun(RuntimeError):
+    """A run tagged read-only tried to commit: it holds no lock, so it may not write."""
 
 
 class StorageGuard(ConfigurableResource):
@@ -41,6 +48,7 @@ class StorageGuard(ConfigurableResource):
         default=None, description="A recovery drill: stop right after this commit point, to be killed there."
     )
     _lease: Any = PrivateAttr(default=None)
+    _read_only: bool = PrivateAttr(default=False)
     _commits: dict = PrivateAttr(default_factory=dict)
 
     def validate_run(self, context: InitResourceContext) -> None:
@@ -50,6 +58,9 @@ class StorageGuard(ConfigurableResource):
         if context.run is None:  # a sensor or a schedule reading the tables: it commits nothing, locks nothing
             return
         self.validate_run(context)
+        if context.run.tags.get(READ_ONLY_TAG) == "true":  # it reads logs and small files only: no lock to wait on
+            self._read_only = True
+            return
         run_id = context.run_id or "a run"
         storage = self.locations.storage_root
         if not self.holds_lock:
@@ -81,6 +92,8 @@ class StorageGuard(ConfigurableResource):
 
     def check(self) -> None:
         """Raise `LeaseLost` if this run no longer holds the storage root: called before every commit."""
+        if self._read_only:
+            raise ReadOnlyRun(f"this run is tagged {READ_ONLY_TAG}: it holds no lock on the storage root, so no commit")
         if self._lease is not None:
             self._lease.check()
 
