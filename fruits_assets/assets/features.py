@@ -40,6 +40,7 @@ from fruits_assets.spark.ingest_plan import (
     LISTING_ERROR,
     RETRIED_REASON,
     arrow_batch_size,
+    plan_changes,
     plan_ingest,
     task_count,
 )
@@ -223,18 +224,7 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
     featurizer = recipe.split("|", 1)[0]
     chain_intact = previous is not None and previous.tables == {n: s.identity for n, s in states.items() if s}
     with job_description(spark, "screen_and_featurize: what changed since the last run"):
-        pinned = {name: tables.read(name, s.version) if s is not None else None for name, s in states.items()}
-        plan = plan_ingest(
-            spark,
-            tables.read(RAW, raw.version),
-            pinned[LABELED],
-            pinned[REJECTED],
-            pinned[FEATURES],
-            raw.rows,
-            recipe,
-            featurizer,
-            config.chunk_files,
-        )
+        plan = _plan(context, spark, tables, raw, states, made_from, previous, recipe, config.chunk_files)
     context.log.info(
         f"{plan.todo_count} files to read in {len(plan.chunks)} chunk(s), {plan.kept} unchanged, "
         f"{plan.removed} removed since the last run"
@@ -243,6 +233,7 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
     commits: dict[str, list[Commit]] = {name: [] for name in OUTPUT_TABLES}
     per_reason: dict[str, int] = {}
     audited = {"new_rows_checked": 0, "bad_rows": 0}
+    retry_pending = 0  # every file this run leaves unread was done, so the reads to retry are this run's
     began = time.perf_counter()
     nothing = plan.todo_count == 0 and plan.removed == 0
     with (
@@ -278,6 +269,7 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
                 return
             for reason, count in summary["reasons"].items():
                 per_reason[reason] = per_reason.get(reason, 0) + count
+            retry_pending += summary["retry_pending"]
             deletes = plan.gone if index == 0 and plan.removed else None
             accepted, refused = done.filter(F.col("reason").isNull()), done.filter(F.col("reason").isNotNull())
             outcomes = {
@@ -295,13 +287,11 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
     now = {name: tables.read(name) for name in OUTPUT_TABLES}
     with job_description(spark, "screen_and_featurize: account for every file"):
         counts = _reconcile(tables, raw, final, now, plan)
-        classes = _label_counts(now[LABELED], plan, previous if chain_intact else None)
-        conflicts = _conflicts(now[LABELED], plan, previous if chain_intact else None)
-        retry_pending = (
-            now[REJECTED]
-            .filter((F.col("reason") == RETRIED_REASON) & ~F.col("stamp").startswith(LISTING_ERROR))
-            .count()
-        )
+        touched = now[LABELED].select("path", "label", "split", "content_hash").join(plan.touched, "path", "left_semi")
+        touched = touched.persist(StorageLevel.DISK_ONLY)
+        classes = _label_counts(now[LABELED], touched, plan, previous if chain_intact else None)
+        conflicts = _conflicts(now[LABELED], touched, plan, previous if chain_intact else None)
+    touched.unpersist()
     plan.release()
     verdicts = {
         check: CheckVerdict(balanced(counts[check], names), counts[check]) for check, names in PARTITIONS.items()
@@ -358,6 +348,51 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
         yield _check(name, verdict)
 
 
+def _plan(context, spark, tables, raw, states, made_from, previous, recipe: str, chunk_files: int):
+    """From the listing's changes when the last complete screening allows it (`_listing_since`), else from the
+    listing and the three tables compared whole."""
+    since = _listing_since(previous, made_from, states)
+    if since is not None:
+        try:
+            plan = plan_changes(
+                spark,
+                tables.changes(RAW, since, raw.version),
+                lambda: tables.read(LABELED, states[LABELED].version),
+                raw.rows,
+                chunk_files,
+            )
+            context.log.info(f"planned from {RAW}'s changes since version {since}, the last complete screening's")
+            return plan
+        except Exception as error:  # noqa: BLE001 - a change feed vacuumed or expired: compare the tables whole
+            context.log.warning(f"{RAW}'s changes since version {since} cannot be read ({error}): comparing whole")
+    pinned = {name: tables.read(name, s.version) if s is not None else None for name, s in states.items()}
+    featurizer = recipe.split("|", 1)[0]
+    return plan_ingest(
+        spark,
+        tables.read(RAW, raw.version),
+        pinned[LABELED],
+        pinned[REJECTED],
+        pinned[FEATURES],
+        raw.rows,
+        recipe,
+        featurizer,
+        chunk_files,
+    )
+
+
+def _listing_since(previous: ScreeningState | None, made_from: dict, states: dict) -> int | None:
+    """The listing's version the last complete screening was made from, when it left every file done: the same
+    recipe and listing table, the three tables as it committed them, no read to retry, the blocking checks
+    passed. Only what the listing changed since then is left to plan."""
+    if previous is None or previous.made_from.get("recipe") != made_from["recipe"]:
+        return None
+    then, now = previous.made_from.get(RAW) or {}, made_from[RAW]
+    identities = {name: s.identity for name, s in states.items() if s is not None}
+    if then.get("table_id") != now["table_id"] or not 0 <= then.get("version", -1) < now["version"]:
+        return None
+    return then["version"] if previous.leaves_every_file_done(identities, BLOCKING) else None
+
+
 def _sort_key(item) -> tuple[str, str]:
     (split, label), _ = item
     return (split or "", label)
@@ -379,17 +414,20 @@ def _audit(done: DataFrame) -> dict:
     )
     ambiguous = F.col("reason").isNull() == F.col("features").isNull()  # both an outcome and features, or neither
     held = [F.count_if(F.col(flag)).alias(flag) for flag in HELD]
+    retried = (F.col("reason") == RETRIED_REASON) & ~F.col("stamp").startswith(LISTING_ERROR)
     rows = (
         done.groupBy("reason")
         .agg(
             F.count("*").alias("count"),
             F.count_if(bad_features).alias("bad"),
             F.count_if(ambiguous).alias("ambiguous"),
+            F.count_if(retried).alias("retried"),
             *held,
         )
         .collect()
     )
     return {
+        "retry_pending": sum(int(r["retried"]) for r in rows),
         "held": {flag: sum(int(r[flag]) for r in rows) for flag in HELD},
         "reasons": {r["reason"]: int(r["count"]) for r in rows if r["reason"] is not None},
         "accepted": sum(int(r["count"]) for r in rows if r["reason"] is None),
@@ -439,25 +477,26 @@ def _reconcile(tables: DeltaTables, raw: TableState, final: dict, now: dict, pla
     return partition_counts(totals, touched, plan.duplicated)
 
 
-def _label_counts(labeled: DataFrame, plan, previous: ScreeningState | None) -> dict[tuple[str | None, str], int]:
-    """Images per (split, label): the last run's counts updated by what this run removed and added."""
+def _label_counts(
+    labeled: DataFrame, touched: DataFrame, plan, previous: ScreeningState | None
+) -> dict[tuple[str | None, str], int]:
+    """Images per (split, label): the last run's counts updated by what this run removed and added (`touched`:
+    the labeled rows of the paths it touched)."""
     if previous is None:
         return label_counts(labeled)
     counts = previous.counts()
     for key, n in label_counts(plan.before).items():
         counts[key] = counts.get(key, 0) - n
-    for key, n in label_counts(labeled.join(plan.touched, "path", "left_semi")).items():
+    for key, n in label_counts(touched).items():
         counts[key] = counts.get(key, 0) + n
     return {key: n for key, n in counts.items() if n}
 
 
-def _conflicts(labeled: DataFrame, plan, previous: ScreeningState | None) -> list[dict]:
+def _conflicts(labeled: DataFrame, touched: DataFrame, plan, previous: ScreeningState | None) -> list[dict]:
     """Hashes under two labels: the last run's, except those this run touched, which are judged again."""
     if previous is None:
         return conflicts_among(labeled, None)
-    affected = plan.before.select("content_hash").unionByName(
-        labeled.join(plan.touched, "path", "left_semi").select("content_hash")
-    )
+    affected = plan.before.select("content_hash").unionByName(touched.select("content_hash"))
     known = [c["content_hash"] for c in previous.conflicts]
     touched_known = (
         {r["content_hash"] for r in affected.filter(F.col("content_hash").isin(known)).distinct().collect()}

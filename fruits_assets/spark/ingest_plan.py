@@ -9,6 +9,13 @@ killed run left half-committed, one whose read failed last time. Paths that any
 table holds and the listing no longer does are gone. The plan compares the tables at
 the versions it read them at, so what it decided does not move while chunks commit.
 
+When the last complete screening left every listed file done and the tables as it
+committed them, the plan comes from what the listing's table changed since then (its
+change feed, `plan_changes`): the paths added or changed are read, those removed are
+gone, and no other table is read unless a changed path was held before. Every other
+file was done then and is still, so this is the plan the full comparison would make,
+at the cost of the change.
+
 The files to read are cut into chunks of about `chunk_files`, contiguous ranges of
 paths in order: each is featurized and committed on its own, so a long first run
 keeps what it committed and the next run, planning again, goes on from there.
@@ -17,13 +24,14 @@ keeps what it committed and the next run, planning again, goes on from there.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
 FILES_PER_TASK = 1024  # tasks in multiples of the cores: even load; few, as each task start costs ~0.2 s idle per core
 SAMPLE_PER_CHUNK = 64  # paths sampled per chunk to place the boundaries between chunks
@@ -32,6 +40,7 @@ LISTING_ERROR = "error:"  # a stamp that is the listing's error: a verdict of th
 # For each file to read, whether each table held its path when planned: a chunk none of whose paths a table
 # holds (and that deletes nothing there) is appended to it, with no join against the table.
 HELD = {"_in_labeled": "l_stamp", "_in_rejected": "r_stamp", "_in_features": "f_featurizer"}
+CHANGE_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")  # what a change feed adds to the rows
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,64 @@ def plan_ingest(
         removed=removed,
         chunks=chunk_ranges(todo, todo_count, chunk_files),
         duplicated=rows - listed_rows,
+    )
+
+
+def plan_changes(
+    spark: SparkSession,
+    changes: DataFrame,
+    labeled: Callable[[], DataFrame],
+    listed_rows: int,
+    chunk_files: int,
+) -> IngestPlan:
+    """The plan from the listing's change feed since the last complete screening (`changes`), which left every
+    file listed then done, each in the tables exactly once, and no read to retry.
+
+    A path's last change says whether it is listed now (its row then is the one to
+    read) or gone; its first says whether it was listed, so held by the tables, before.
+    A path not held before is in no table: its chunk is appended. `labeled` is read
+    only when a changed path was held before, for what it held of them.
+    """
+    columns = [c for c in changes.columns if c not in CHANGE_COLUMNS]
+    by_path = Window.partitionBy("path")
+    version, kind = F.col("_commit_version"), F.col("_change_type")
+    ranked = (
+        changes.withColumn("_first", F.min(version).over(by_path))
+        .withColumn("_last", F.max(version).over(by_path))
+        .persist(StorageLevel.DISK_ONLY)
+    )
+    existed = ranked.filter((version == F.col("_first")) & (kind != "insert")).select("path").distinct()
+    current = ranked.filter((version == F.col("_last")) & kind.isin("insert", "update_postimage")).select(*columns)
+    counted = Observation("changes")
+    held = F.coalesce(F.col("_existed"), F.lit(False))
+    todo = (
+        current.join(existed.withColumn("_existed", F.lit(True)), "path", "left")
+        .observe(counted, F.count(F.lit(1)).alias("todo"), F.count_if(held).alias("held"))
+        .select(*columns, *(held.alias(flag) for flag in HELD))
+        .persist(StorageLevel.DISK_ONLY)
+    )
+    todo.count()
+    todo_count, held_before = int(counted.get["todo"]), int(counted.get["held"])
+    gone = existed.join(current.select("path"), "path", "left_anti").persist(StorageLevel.DISK_ONLY)
+    removed = gone.count()
+    ranked.unpersist()
+    touched = todo.select("path").unionByName(gone).persist(StorageLevel.DISK_ONLY)
+    before = (
+        labeled().select("path", "label", "split", "content_hash").join(touched, "path", "left_semi")
+        if held_before + removed
+        else _empty(spark, "path string, label string, split string, content_hash string")
+    ).persist(StorageLevel.DISK_ONLY)
+    return IngestPlan(
+        todo=todo,
+        gone=gone,
+        touched=touched,
+        before=before,
+        todo_count=todo_count,
+        listed=listed_rows,
+        kept=listed_rows - todo_count,
+        removed=removed,
+        chunks=chunk_ranges(todo, todo_count, chunk_files),
+        duplicated=0,
     )
 
 
