@@ -58,8 +58,10 @@ def test_a_first_run_killed_in_its_third_chunk_keeps_two_and_the_next_reads_only
     rest = run_graph(root, storage, CONFIG, select=FEATURE_PIPELINE)
     assert rest.success
     [event] = [e for e in rest.get_asset_materialization_events() if e.asset_key.to_user_string() == "labeled_images"]
-    read = event.event_specific_data.materialization.metadata["files_read"].value
-    assert read == 150 - 2 * CHUNK  # chunk 3 (half committed) and the two never started, nothing of chunks 1 and 2
+    metadata = event.event_specific_data.materialization.metadata
+    assert metadata["files_read"].value == 150 - 2 * CHUNK  # chunk 3 (half committed) and the two never started
+    # The killed run left no complete screening to go on from: the tables are compared with the listing whole.
+    assert metadata["planned_from"].value == "the listing and the three tables, compared whole"
     assert run_graph(root, tmp_path / "fresh", CONFIG, select=FEATURE_PIPELINE).success
     got = snapshot(storage, classification=False)
     assert_same_outputs(got, snapshot(tmp_path / "fresh", classification=False))

@@ -224,10 +224,10 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
     featurizer = recipe.split("|", 1)[0]
     chain_intact = previous is not None and previous.tables == {n: s.identity for n, s in states.items() if s}
     with job_description(spark, "screen_and_featurize: what changed since the last run"):
-        plan = _plan(context, spark, tables, raw, states, made_from, previous, recipe, config.chunk_files)
+        plan, planned_from = _plan(context, spark, tables, raw, states, made_from, previous, recipe, config.chunk_files)
     context.log.info(
         f"{plan.todo_count} files to read in {len(plan.chunks)} chunk(s), {plan.kept} unchanged, "
-        f"{plan.removed} removed since the last run"
+        f"{plan.removed} removed since the last run (planned from {planned_from})"
     )
     outcome, counters = ingest_column(spark, config.engine, config.batch_size, config.max_pixels)
     commits: dict[str, list[Commit]] = {name: [] for name in OUTPUT_TABLES}
@@ -308,6 +308,7 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
         "files_unchanged": plan.kept,
         "files_removed": plan.removed,
         "chunks": 0 if nothing else len(plan.chunks),
+        "planned_from": planned_from,
         "read_retries_pending": retry_pending,
     }
     reasons = [{"reason": r, "count": n} for r, n in sorted(per_reason.items())]
@@ -348,9 +349,9 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
         yield _check(name, verdict)
 
 
-def _plan(context, spark, tables, raw, states, made_from, previous, recipe: str, chunk_files: int):
+def _plan(context, spark, tables, raw, states, made_from, previous, recipe: str, chunk_files: int) -> tuple:
     """From the listing's changes when the last complete screening allows it (`_listing_since`), else from the
-    listing and the three tables compared whole."""
+    listing and the three tables compared whole; the plan and what it was made from."""
     since = _listing_since(previous, made_from, states)
     if since is not None:
         try:
@@ -361,13 +362,12 @@ def _plan(context, spark, tables, raw, states, made_from, previous, recipe: str,
                 raw.rows,
                 chunk_files,
             )
-            context.log.info(f"planned from {RAW}'s changes since version {since}, the last complete screening's")
-            return plan
+            return plan, f"the changes to {RAW} since version {since}, the last complete screening's"
         except Exception as error:  # noqa: BLE001 - a change feed vacuumed or expired: compare the tables whole
-            context.log.warning(f"{RAW}'s changes since version {since} cannot be read ({error}): comparing whole")
+            context.log.warning(f"the changes to {RAW} since version {since} cannot be read ({error}): comparing whole")
     pinned = {name: tables.read(name, s.version) if s is not None else None for name, s in states.items()}
     featurizer = recipe.split("|", 1)[0]
-    return plan_ingest(
+    plan = plan_ingest(
         spark,
         tables.read(RAW, raw.version),
         pinned[LABELED],
@@ -378,6 +378,7 @@ def _plan(context, spark, tables, raw, states, made_from, previous, recipe: str,
         featurizer,
         chunk_files,
     )
+    return plan, "the listing and the three tables, compared whole"
 
 
 def _listing_since(previous: ScreeningState | None, made_from: dict, states: dict) -> int | None:
