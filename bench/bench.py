@@ -35,24 +35,42 @@ import corpus
 
 from fruits_assets.assets.config import IngestConfig
 from fruits_assets.definitions import FEATURE_PIPELINE
+from fruits_assets.resources.spark_resource import OWN_JVM
 from fruits_assets.spark.config import CLASS_ARCHIVE
+from fruits_assets.spark.warm_driver import stop_drivers
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CORPORA = ROOT / "build" / "bench"
+WARM = "FRUITS_SPARK_KEEP_WARM_SECONDS"
 STEP_NAMES = ("raw_images", "screen_and_featurize", "pca_model", "project_features")  # the feature pipeline's
 # the runs of a size besides its full run, whose steps the report lists (the whole-graph ones where measured)
 RERUNS = ("unchanged", "one_percent_added", "one_percent_removed", "whole_graph_full", "whole_graph_one_percent_added")
 
 
+WARM_DRIVER = b"fruits_assets.spark.warm_driver"  # the command line of a warm Spark driver's process
+# How a run had its Spark, as its log says (`SparkResource`); a run that needed none says nothing.
+SPARK_LINES = {
+    "Spark: started a warm driver": "started a warm driver",
+    "Spark: attached to the warm driver": "warm driver",
+    OWN_JVM: "own JVM",
+}
+
+
+def _command(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def _kind(pid: int, root: int) -> str:
     if pid == root:
         return "dagster"
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            command = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return "other"
+    command = _command(pid)
+    if WARM_DRIVER in command:
+        return "warm_driver"
     return "jvm" if b"java" in command else "python_workers" if b"pyspark.daemon" in command else "other"
 
 
@@ -67,14 +85,8 @@ def _memory(pid: int) -> tuple[int, int]:
     return sizes["Rss"], sizes["Pss"]
 
 
-def _tree_memory(root: int) -> dict[str, dict[str, int]]:
-    """RSS and PSS of a process and all its descendants, by kind: dagster, the JVM, Python workers, other.
-
-    Descendants come from each process's parent in `/proc/<pid>/stat`, so each is counted once
-    (walking `/proc/<pid>/task/*/children` lists some twice). PSS divides each shared page among
-    the processes sharing it: forked Python workers, and a child the JVM spawns, which shares the
-    JVM's whole memory until it runs its command, count once; in RSS they count again each time.
-    """
+def _parents() -> dict[int, int]:
+    """Each process's parent, from `/proc/<pid>/stat` (walking `/proc/<pid>/task/*/children` lists some twice)."""
     parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -83,39 +95,65 @@ def _tree_memory(root: int) -> dict[str, dict[str, int]]:
                     parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])  # after the command
             except (FileNotFoundError, ProcessLookupError):
                 continue
+    return parents
+
+
+def _tree_memory(roots: list[int], run: int, parents: dict[int, int], seen: set[int]) -> dict[str, dict[str, int]]:
+    """RSS and PSS of processes and all their descendants (each once: `seen`), by kind: dagster (the run's
+    process), the warm driver's Python side, the JVM, Python workers, other.
+
+    PSS divides each shared page among the processes sharing it: forked Python workers, and a child the JVM
+    spawns, which shares the JVM's whole memory until it runs its command, count once; in RSS they count again
+    each time.
+    """
     memory: dict[str, dict[str, int]] = {"rss": {}, "pss": {}}
-    stack = [root]
+    stack = list(roots)
     while stack:
         p = stack.pop()
+        if p in seen:
+            continue
+        seen.add(p)
         stack += [child for child, parent in parents.items() if parent == p]
         try:
             rss, pss = _memory(p)
         except (FileNotFoundError, ProcessLookupError, KeyError):
             continue
-        kind = _kind(p, root)
+        kind = _kind(p, run)
         memory["rss"][kind] = memory["rss"].get(kind, 0) + rss
         memory["pss"][kind] = memory["pss"].get(kind, 0) + pss
     return memory
 
 
+def _memory_sum(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {m: {k: a[m].get(k, 0) + b[m].get(k, 0) for k in a[m].keys() | b[m].keys()} for m in a}
+
+
 def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, dict[str, int]], str]:
     """Run `cmd`, sampling its process tree's memory; returns seconds, RSS and PSS by kind at their peaks, stdout.
 
+    A warm Spark driver the run attached to (its output says so) is not the run's descendant: its process tree
+    (the driver, its JVM and workers) is sampled beside the run's and counted with it when the run used it.
     `pss_each` holds each kind's own peak PSS, which may fall at another moment than the tree's.
     """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peaks: dict[str, dict[str, int]] = {"rss": {}, "pss": {}, "pss_each": {}}
+    peaks: dict[str, dict[str, dict[str, int]]] = {
+        used: {"rss": {}, "pss": {}, "pss_each": {}} for used in ("alone", "with_driver")
+    }
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            now = _tree_memory(proc.pid)
-            for measure, by_kind in now.items():
-                if sum(by_kind.values()) > sum(peaks[measure].values()):
-                    peaks[measure] = by_kind
-            for kind, size in now["pss"].items():
-                peaks["pss_each"][kind] = max(peaks["pss_each"].get(kind, 0), size)
+            parents, seen = _parents(), set()
+            alone = _tree_memory([proc.pid], proc.pid, parents, seen)
+            drivers = [p for p in parents if p not in seen and WARM_DRIVER in _command(p)]
+            both = _memory_sum(alone, _tree_memory(drivers, proc.pid, parents, seen))
+            for used, now in (("alone", alone), ("with_driver", both)):
+                for measure, by_kind in now.items():
+                    if sum(by_kind.values()) > sum(peaks[used][measure].values()):
+                        peaks[used][measure] = by_kind
+                for kind, size in now["pss"].items():
+                    peaks[used]["pss_each"][kind] = max(peaks[used]["pss_each"].get(kind, 0), size)
             done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -126,7 +164,13 @@ def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, dic
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{out[-4000:]}")
-    return seconds, peaks, out
+    used = "with_driver" if spark_of(out) in ("started a warm driver", "warm driver") else "alone"
+    return seconds, peaks[used], out
+
+
+def spark_of(out: str) -> str:
+    """How a run had its Spark: a warm driver it started, one it attached to, a JVM of its own, or none."""
+    return next((how for line, how in SPARK_LINES.items() if line in out), "none")
 
 
 def _peak_figures(peaks: dict[str, dict[str, int]]) -> dict:
@@ -203,15 +247,19 @@ def decode_rate(images: Path, workers: int) -> float:
     return sum(n / s for n, s in results)
 
 
-def materialize(images: Path, storage: Path, home: Path, select: str = FEATURE_PIPELINE) -> dict:
-    """`dagster asset materialize --select …` as a user runs it; its time, peak memory and where the time went."""
+def materialize(
+    images: Path, storage: Path, home: Path, select: str = FEATURE_PIPELINE, settings: dict[str, str] | None = None
+) -> dict:
+    """`dagster asset materialize --select …` as a user runs it (with `settings` added to its environment); its
+    time, peak memory, where the time went, and how it had its Spark (`spark_of`)."""
     from dagster import DagsterEventType, DagsterInstance
 
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FRUITS_IMAGES": str(images), "FRUITS_STORAGE": str(storage), "DAGSTER_HOME": str(home)}
+    env |= settings or {}
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "asset", "materialize", "-m", "fruits_assets.definitions", "--select", select]
-    seconds, peak, _ = timed_run(cmd, env)
+    seconds, peak, out = timed_run(cmd, env)
     instance = DagsterInstance.from_config(str(home))
     run = instance.get_runs(limit=1)[0]
     starts, steps, featurization = {}, {}, {}
@@ -232,6 +280,7 @@ def materialize(images: Path, storage: Path, home: Path, select: str = FEATURE_P
         "images": n,
         "seconds": seconds,
         "img_per_s": n / seconds,
+        "spark": spark_of(out),
         **_peak_figures(peak),
         "steps": steps,
         "featurization": featurization,
@@ -318,8 +367,15 @@ def main() -> None:
     workers = os.cpu_count() or 1
     config = IngestConfig()
     results: dict = {"machine": machine(), "driver_class_archive": CLASS_ARCHIVE.is_file(), "sizes": {}}
+    stop_drivers()  # the first run starts a warm driver, as a user's first run of the day does
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        # `Test` with a JVM of the run's own (as before warm drivers, or with FRUITS_SPARK_KEEP_WARM_SECONDS=0),
+        # then on fresh storage again with the warm driver the run before it started
+        results["test_own_jvm"] = materialize(
+            args.images.resolve(), work / "test-own", work / "test-own-home", settings={WARM: "0"}
+        )
+        results["test_first"] = materialize(args.images.resolve(), work / "test-first", work / "test-first-home")
         results["test"] = materialize(args.images.resolve(), work / "test-storage", work / "test-home")
         everything = materialize(args.images.resolve(), work / "test-storage", work / "test-home-all", "*")
         results["classification_steps"] = {k: v for k, v in everything["steps"].items() if k not in STEP_NAMES}
@@ -332,6 +388,7 @@ def main() -> None:
         results["decode_img_per_s"] = decode_rate(args.images, workers)
         if not args.skip_seed:
             results["seed"] = seed_baseline(args.images, args.seed_baseline, work)
+    stop_drivers()
     args.out.write_text(json.dumps(results, indent=2, default=float))
     report(results, workers)
 
@@ -363,8 +420,12 @@ def report(r: dict, workers: int) -> None:
         f"bare engine ({r['bare_engine']['engine']}, batch {r['bare_engine']['batch_size']}, {workers} x 1 thread): "
         f"{bare:.1f} img/s; decoding and resizing alone: {r['decode_img_per_s']:.1f} img/s"
     )
-    print(f"{'run':44} {'images':>7} {'seconds':>8} {'img/s':>8} {'peak RSS GB':>12} {'peak PSS GB':>12}")
-    rows = [("feature pipeline, Test", r["test"])]
+    print(f"{'run':44} {'images':>7} {'seconds':>8} {'img/s':>8} {'peak RSS GB':>12} {'peak PSS GB':>12}  Spark")
+    rows = [
+        ("feature pipeline, Test", r["test_own_jvm"]),
+        ("feature pipeline, Test, fresh storage", r["test_first"]),
+        ("feature pipeline, Test, fresh storage", r["test"]),
+    ]
     for size, runs in r["sizes"].items():
         rows += [(f"feature pipeline, {size}", runs["full"]), (f"  rerun, nothing new, {size}", runs["unchanged"])]
         rows.append((f"  rerun, {runs['added']} new (1%), {size}", runs["one_percent_added"]))
@@ -377,7 +438,7 @@ def report(r: dict, workers: int) -> None:
     for name, run in rows:
         print(
             f"{name:44} {run['images']:7d} {run['seconds']:8.1f} {run['img_per_s']:8.1f} "
-            f"{run['peak_rss_gb']:12.2f} {run['peak_pss_gb']:12.2f}"
+            f"{run['peak_rss_gb']:12.2f} {run['peak_pss_gb']:12.2f}  {run.get('spark', '')}"
         )
     print("ratios:")
     for size, runs in r["sizes"].items():
@@ -395,8 +456,9 @@ def report(r: dict, workers: int) -> None:
         print(f"  peak PSS, {largest['images']} images / Test:          {pss:.2f}")
         print(f"  peak RSS, {largest['images']} images / Test:          {rss:.2f}")
     if "seed" in r:
-        speedup = r["test"]["img_per_s"] / r["seed"]["img_per_s"]
-        print(f"  feature pipeline / seed notebook, Test (img/s):  {speedup:.1f}x")
+        for name, run in (("warm driver", r["test"]), ("a JVM of its own", r["test_own_jvm"])):
+            speedup = run["img_per_s"] / r["seed"]["img_per_s"]
+            print(f"  feature pipeline ({name}) / seed notebook, Test (img/s):  {speedup:.1f}x")
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in r["classification_steps"].items())
     print(f"classification, Test, on the features above (a second run, `--select '*'`): {steps}")
     for name, run in [("Test", r["test"])] + [(f"{k} images", v["full"]) for k, v in r["sizes"].items()]:

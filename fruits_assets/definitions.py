@@ -55,7 +55,10 @@ def _spark(settings: Settings, deployment_config: dict[str, str]) -> SparkResour
     config = app_config(settings.worker_python, driver_python=sys.executable) | deployment_config
     if settings.needs_s3:
         config |= s3a_config(settings.aws_endpoint_url, settings.aws_region, settings.kms_key_id)
-    return SparkResource(spark_config=config | jars_config("delta", *(["s3a"] if settings.needs_s3 else [])))
+    return SparkResource(
+        spark_config=config | jars_config("delta", *(["s3a"] if settings.needs_s3 else [])),
+        keep_warm_seconds=settings.spark_keep_warm_seconds,
+    )
 
 
 def local_resources(settings: Settings) -> dict[str, Any]:

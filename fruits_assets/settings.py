@@ -101,6 +101,13 @@ class Settings:
     driver_ip: str | None = field(
         default=None, metadata=_env("SPARK_LOCAL_IP", "with cluster: the address executors reach the driver at")
     )
+    spark_keep_warm_seconds: float = field(
+        default=600.0,
+        metadata=_env(
+            "FRUITS_SPARK_KEEP_WARM_SECONDS",
+            "local and cluster: seconds a Spark driver stays warm after a run, for the next; 0: a JVM per run",
+        ),
+    )
     worker_python: str = field(default=sys.executable, metadata=_env("PYSPARK_PYTHON", "the Python of Spark's workers"))
     pause_after_commit: str | None = field(
         default=None,
@@ -183,6 +190,8 @@ class Settings:
                 _fail(name, f"is {getattr(self, name)}; expected a number, {least} or more")
         if self.images_queue is not None and not self.images_queue.startswith(("https://", "http://")):
             _fail("images_queue", f"is {self.images_queue!r}; expected an SQS queue URL (https://sqs.…/account/name)")
+        if not self.spark_keep_warm_seconds >= 0:
+            _fail("spark_keep_warm_seconds", f"is {self.spark_keep_warm_seconds}; expected seconds, 0 or more")
         if not self.lock_renew_seconds >= 0.5:
             _fail("lock_renew_seconds", f"is {self.lock_renew_seconds}; expected a number of seconds, 0.5 or more")
         if not self.lock_stale_seconds >= 4 * self.lock_renew_seconds:

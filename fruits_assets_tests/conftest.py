@@ -22,6 +22,9 @@ DAGSTER = Path(sys.executable).with_name("dagster")
 # A test's JVM lives for seconds of tiny jobs, where C2's compilations cost more CPU than they save: a small
 # whole-graph run took 67-86 s of CPU with it against 105-119 s without. Same semantics.
 os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
+# Runs from the shell keep their Spark driver warm for the test's next run, as users' do, for less long: the
+# drivers left when the tests end are stopped then (`pytest_sessionfinish`).
+os.environ.setdefault("FRUITS_SPARK_KEEP_WARM_SECONDS", "60")
 
 # The test files that take longest (a serial run's `--durations`), longest first. `make test` runs two files at a
 # time (pytest-xdist, `--dist loadfile --no-loadscope-reorder`: files handed out in collection order, not by their
@@ -54,6 +57,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     together and in order (the sort is stable)."""
     rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The warm Spark drivers the tests' runs started, stopped once every test is done (by the controller, with
+    pytest-xdist): none outlives the test session."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from fruits_assets.spark.warm_driver import stop_drivers
+
+    stop_drivers()
 
 
 def start_server(command: list[str], log: Path, **options) -> subprocess.Popen:

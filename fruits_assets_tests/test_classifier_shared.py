@@ -193,7 +193,7 @@ def test_pictures_with_no_fruit_are_all_unknown_to_litert_and_to_spark(materiali
     _, storage, _ = materialized
     pictures = _not_fruits(tmp_path)
     rows = spark.createDataFrame([(f"file:{p}", "none", None) for p in pictures], "path string, label string, e string")
-    outcome, _ = ingest_column(spark, "litert", 4, 50_000_000)
+    outcome, _, _ = ingest_column(spark, "litert", 4, 50_000_000)
     featurized = rows.select("path", outcome("path", "label", "e").alias("o")).select("path", "o.features").collect()
     arrays = _parameters(storage)
     std = arrays["std"]

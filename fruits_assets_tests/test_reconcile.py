@@ -5,8 +5,10 @@ from fruits_assets.spark.reconcile import (
     balanced,
     conflicts_among,
     label_counts,
+    labeled_of,
     partition_counts,
     touched_counts,
+    touched_rows,
 )
 
 
@@ -14,11 +16,19 @@ def _paths(spark, *paths):
     return spark.createDataFrame([(p,) for p in paths], "path string")
 
 
+def _labeled(spark, *paths):
+    return spark.createDataFrame(
+        [(p, "Kiwi", "Test", f"h-{p}") for p in paths], "path string, label string, split string, content_hash string"
+    )
+
+
 def test_touched_paths_each_in_exactly_one_part_balance(spark):
     raw = _paths(spark, "a", "b", "c", "d")
-    touched = touched_counts(
-        _paths(spark, "a", "b", "x"), raw, _paths(spark, "a"), _paths(spark, "b"), _paths(spark, "a")
-    )
+    rows = touched_rows(_paths(spark, "a", "b", "x"), raw, _labeled(spark, "a"), _paths(spark, "b"), _paths(spark, "a"))
+    assert [r.asDict() for r in labeled_of(rows).collect()] == [
+        {"path": "a", "label": "Kiwi", "split": "Test", "content_hash": "h-a"}
+    ]
+    touched = touched_counts(rows)
     assert touched == {
         "touched_listed": 2,
         "missing": 0,
@@ -34,8 +44,8 @@ def test_touched_paths_each_in_exactly_one_part_balance(spark):
 
 def test_missing_unexpected_duplicated_and_unfeaturized_touched_paths_are_counted(spark):
     raw = _paths(spark, "a", "b", "c")
-    labeled, rejected, features = _paths(spark, "a", "b", "gone"), _paths(spark, "b"), _paths(spark, "z")
-    touched = touched_counts(_paths(spark, "a", "b", "c", "gone", "z"), raw, labeled, rejected, features)
+    labeled, rejected, features = _labeled(spark, "a", "b", "gone"), _paths(spark, "b"), _paths(spark, "z")
+    touched = touched_counts(touched_rows(_paths(spark, "a", "b", "c", "gone", "z"), raw, labeled, rejected, features))
     assert touched == {
         "touched_listed": 3,
         "missing": 1,

@@ -34,7 +34,7 @@ from fruits_assets.resources.locations import DataLocations
 from fruits_assets.resources.spark_resource import SparkResource
 from fruits_assets.resources.tables import DeltaTables, data_version
 from fruits_assets.spark.delta import NOTHING_WRITTEN, Changes, Commit
-from fruits_assets.spark.ingest import ingest_column
+from fruits_assets.spark.ingest import destroyed, ingest_column
 from fruits_assets.spark.ingest_plan import (
     HELD,
     LISTING_ERROR,
@@ -50,8 +50,10 @@ from fruits_assets.spark.reconcile import (
     balanced,
     conflicts_among,
     label_counts,
+    labeled_of,
     partition_counts,
     touched_counts,
+    touched_rows,
 )
 from fruits_assets.vision.delta_log import TableState
 from fruits_assets.vision.digest import recipe_digest
@@ -229,7 +231,7 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
         f"{plan.todo_count} files to read in {len(plan.chunks)} chunk(s), {plan.kept} unchanged, "
         f"{plan.removed} removed since the last run (planned from {planned_from})"
     )
-    outcome, counters = ingest_column(spark, config.engine, config.batch_size, config.max_pixels)
+    outcome, counters, payload = ingest_column(spark, config.engine, config.batch_size, config.max_pixels)
     commits: dict[str, list[Commit]] = {name: [] for name in OUTPUT_TABLES}
     per_reason: dict[str, int] = {}
     audited = {"new_rows_checked": 0, "bad_rows": 0}
@@ -239,6 +241,7 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
     with (
         arrow_batch_size(spark, config.arrow_batch_size),
         progress_lines(lambda: counters.files.value, plan.todo_count, context.log.info, PROGRESS_EVERY_SECONDS),
+        destroyed(payload),  # the model's bytes: on a warm driver a run leaves nothing it broadcast behind
     ):
         for index, chunk in enumerate([] if nothing else plan.chunks):
             label = f"chunk {index + 1}/{len(plan.chunks)}"
@@ -286,12 +289,13 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
     final = {name: tables.state(name) for name in OUTPUT_TABLES}
     now = {name: tables.read(name) for name in OUTPUT_TABLES}
     with job_description(spark, "screen_and_featurize: account for every file"):
-        counts = _reconcile(tables, raw, final, now, plan)
-        touched = now[LABELED].select("path", "label", "split", "content_hash").join(plan.touched, "path", "left_semi")
-        touched = touched.persist(StorageLevel.DISK_ONLY)
-        classes = _label_counts(now[LABELED], touched, plan, previous if chain_intact else None)
-        conflicts = _conflicts(now[LABELED], touched, plan, previous if chain_intact else None)
-    touched.unpersist()
+        rows = touched_rows(plan.touched, tables.read(RAW, raw.version), now[LABELED], now[REJECTED], now[FEATURES])
+        rows = rows.persist(StorageLevel.DISK_ONLY)
+        totals = Totals(raw.rows, final[LABELED].rows, final[REJECTED].rows, final[FEATURES].rows)
+        counts = partition_counts(totals, touched_counts(rows), plan.duplicated)
+        classes = _label_counts(now[LABELED], labeled_of(rows), plan, previous if chain_intact else None)
+        conflicts = _conflicts(now[LABELED], labeled_of(rows), plan, previous if chain_intact else None)
+    rows.unpersist()
     plan.release()
     verdicts = {
         check: CheckVerdict(balanced(counts[check], names), counts[check]) for check, names in PARTITIONS.items()
@@ -469,13 +473,6 @@ def _combined(commits: list[Commit], final: TableState) -> Commit:
         for key, value in commit.metrics.items():
             totals[key] += value
     return Commit(final, any(c.committed for c in commits), totals)
-
-
-def _reconcile(tables: DeltaTables, raw: TableState, final: dict, now: dict, plan) -> dict[str, dict[str, int]]:
-    """The checks' counts: the paths this run touched verified across the tables, the rest from the logs' counts."""
-    touched = touched_counts(plan.touched, tables.read(RAW, raw.version), now[LABELED], now[REJECTED], now[FEATURES])
-    totals = Totals(raw.rows, final[LABELED].rows, final[REJECTED].rows, final[FEATURES].rows)
-    return partition_counts(totals, touched, plan.duplicated)
 
 
 def _label_counts(

@@ -20,6 +20,7 @@ from dagster import (
     asset,
     multi_asset,
 )
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from fruits_assets.assets.automation import ON_NEW_DATA
@@ -211,7 +212,9 @@ def project_features(
     run_guard: RunGuard,
     pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> Iterator:
-    """Every feature row projected once and stored; the CSV written from what was stored.
+    """Every feature row projected once, in path order, and stored; the CSV written from those very rows (kept on
+    the executors' disks for the step: neither projected nor sorted twice), or from the stored table when only
+    the CSV is missing.
 
     When neither the features nor the model changed since the stored projection was
     made, it is kept as it is, and the CSV too: no Spark starts.
@@ -222,47 +225,51 @@ def project_features(
     made_from = {FEATURES: features.identity, MODEL: folder}
     projected = tables.state(PROJECTED)
     if projected is not None and projected.user_metadata.get("made_from") == made_from:
-        commit, metadata = Commit(projected, False, dict(NOTHING_WRITTEN)), {}
+        commit, metadata, rows = Commit(projected, False, dict(NOTHING_WRITTEN)), {}, None
     else:
-        commit, metadata = _project(pyspark, tables, models, features, made_from)
+        commit, metadata, rows = _project(pyspark, tables, models, features, made_from)
     yield Output(commit, output_name=PROJECTED, data_version=data_version(commit.state), metadata=metadata)
-    k, rows = json.loads(models.file(MODEL, FIT, folder) or b'{"k": 0}')["k"], features.rows
+    k = json.loads(models.file(MODEL, FIT, folder) or b'{"k": 0}')["k"]
     csv_made_from = {PROJECTED: commit.state.identity}
     if csv_files.is_current(CSV, csv_made_from):
         written, verdict = CsvWrite(csv_files.path(CSV), csv_made_from, False), None
     else:
-        stored = tables.read(PROJECTED, commit.state.version)
+        stored = rows if rows is not None else tables.read(PROJECTED, commit.state.version).orderBy("path")
         pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
         verdict = {}
 
         def accept(produced: Produced) -> bool:
-            verdict.update(_csv_verdict(produced, k, rows))
+            verdict.update(_csv_verdict(produced, k, features.rows))
             return verdict["passed"]
 
         with job_description(pyspark.spark_session, "pca_features_csv: write CSV"):
-            written = csv_files.write(CSV, stored.orderBy("path").select(*ID_COLUMNS, *pcs), csv_made_from, accept)
+            written = csv_files.write(CSV, stored.select(*ID_COLUMNS, *pcs), csv_made_from, accept)
+    if rows is not None:
+        rows.unpersist()
     yield Output(written, output_name=CSV, data_version=DataVersion(version_folder(csv_made_from)))
-    yield _csv_check(verdict, k, rows)
+    yield _csv_check(verdict, k, features.rows)
 
 
 def _project(pyspark, tables: DeltaTables, models: ModelStore, features: TableState, made_from: dict):
-    """The features through the model, in one pass, replacing the table in one commit; and a scatter plot.
+    """The features through the model, in one pass, in path order, replacing the table in one commit; a scatter
+    plot; and the projected rows, kept on disk for the CSV (the caller unpersists them).
 
-    The plot's sample is drawn from the stored projection, reading its label and first
-    two components only, not from the features (a second pass over 1280 floats a row).
+    The plot's sample is drawn from the projected rows, their label and first two
+    components only, not from the features (a second pass over 1280 floats a row).
     """
     spark = pyspark.spark_session
     model = models.load(MODEL, made_from[MODEL])
-    rows = tables.read(FEATURES, features.version)
+    features_rows = tables.read(FEATURES, features.version)
+    rows = project(model, features_rows).orderBy("path").persist(StorageLevel.DISK_ONLY)
     with job_description(spark, "pca_features: project every row"):
-        commit = tables.replace(PROJECTED, project(model, rows), made_from)
+        commit = tables.replace(PROJECTED, rows, made_from)
     with job_description(spark, "pca_features: sample for the scatter plot"):
-        stored = tables.read(PROJECTED, commit.state.version)
-        sample = stored.sample(fraction=min(1.0, SCATTER_POINTS / max(features.rows, 1)), seed=0)
+        sample = rows.sample(fraction=min(1.0, SCATTER_POINTS / max(features.rows, 1)), seed=0)
         second = F.col("pc_2") if pca_k(model) > 1 else F.lit(0.0).alias("pc_2")
         points = sample.select("label", "pc_1", second).toPandas()
     scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
-    return commit, {"pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components"))}
+    plot = {"pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components"))}
+    return commit, plot, rows
 
 
 def _csv_verdict(produced: Produced, k: int, feature_rows: int) -> dict:

@@ -2,23 +2,51 @@
 
 import os
 
+from dagster import get_dagster_logger
 from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+from pyspark import SparkContext
+
+from fruits_assets.spark.warm_driver import attached_session
 
 PYSPARK = "pyspark"
 # Every op that runs Spark requires it: none locally, dagster-aws's EMR step launcher on EMR.
 STEP_LAUNCHER = "pyspark_step_launcher"
+OWN_JVM = "Spark: a JVM of this run's own"
 
 
 class SparkResource(LazyPySparkResource):
     """Dagster's lazy PySpark resource: the session starts with the first step that uses it.
+
+    With `keep_warm_seconds`, the session is on a driver kept warm between runs
+    (`spark/warm_driver.py`): the first run starts it, later runs attach to its JVM,
+    which is gone after that many seconds without a run. A run that finds it lent to
+    another starts its own JVM, as with 0.
 
     PySpark starts its Python workers with `PYSPARK_PYTHON`, read when the session
     is created, not with the Spark setting: both are set, so workers import this
     project's packages whichever way the session was launched.
     """
 
+    keep_warm_seconds: float = Field(
+        default=0.0, description="Seconds a driver stays warm for the next run after one ends; 0: a JVM per run."
+    )
+
     def _init_session(self) -> None:
+        if self._spark_session is not None:
+            return
         python = self.spark_config.get("spark.pyspark.python")
-        if python and self._spark_session is None:
+        if python:
             os.environ["PYSPARK_PYTHON"] = python
+        log = get_dagster_logger()
+        if self.keep_warm_seconds > 0 and SparkContext._active_spark_context is None:
+            attached = attached_session(self.spark_config, self.keep_warm_seconds)
+            if attached is not None:
+                self._spark_session = attached.session
+                how = "started a warm driver" if attached.started else "attached to the warm driver"
+                log.info(f"Spark: {how}, pid {attached.pid} (its log: {attached.log})")
+                return
+            log.info(f"{OWN_JVM} (the warm driver is lent to another run)")
+        elif SparkContext._active_spark_context is None:
+            log.info(OWN_JVM)
         super()._init_session()

@@ -1,17 +1,20 @@
 """New and changed files through one pandas UDF: read, hash, decode and screen, then the model.
 
 One engine per Python worker, built from a broadcast: Spark reuses workers across
-tasks, so the model is built once per worker, not per task. Accumulators carry the
+tasks, so the model is built once per worker, not per task; and, named by the digest
+of what was broadcast, across the runs a warm driver serves (`warm_driver.py`). Accumulators carry the
 workers' timers back to the driver, so a run reports its stages and throughput.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from pyspark import Accumulator, AccumulatorParam, Broadcast, SparkContext, TaskContext
 from pyspark.sql import Column, SparkSession
@@ -47,6 +50,24 @@ def worker_engine(token: str, payload: Broadcast, engine: str) -> FeatureEngine:
         _WORKER_ENGINE.clear()
         _WORKER_ENGINE[token] = build_engine(engine, payload.value, worker_threads())
     return _WORKER_ENGINE[token]
+
+
+@contextmanager
+def destroyed(broadcast: Broadcast) -> Iterator[None]:
+    """`broadcast` destroyed when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        broadcast.destroy()
+
+
+def payload_digest(payload) -> str:
+    """What names an engine's payload (the LiteRT model's bytes, or the Keras weights): the same model, the same
+    digest, so a worker keeps the engine it built."""
+    digest = hashlib.sha256()
+    for part in payload if isinstance(payload, list) else [payload]:
+        digest.update(part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class _Earliest(AccumulatorParam):
@@ -123,15 +144,17 @@ class IngestCounters:
 
 def ingest_column(
     spark: SparkSession, engine: str, batch_size: int, max_pixels: int
-) -> tuple[Callable[..., Column], IngestCounters]:
-    """A pandas UDF `(path, label, listing_error) -> struct<content_hash, reason, message, features>`.
+) -> tuple[Callable[..., Column], IngestCounters, Broadcast]:
+    """A pandas UDF `(path, label, listing_error) -> struct<content_hash, reason, message, features>`, its
+    counters, and the broadcast it builds its engine from (for the caller to destroy once done with the UDF).
 
     The driver reads the engine's payload once and broadcasts it; workers build
     the engine from the broadcast and never read weights elsewhere.
     """
     sc = spark.sparkContext
-    payload = sc.broadcast(engine_payload(check_engine(engine)))
-    token = f"{engine}-{uuid.uuid4().hex}"
+    model_bytes = engine_payload(check_engine(engine))
+    payload = sc.broadcast(model_bytes)
+    token = f"{engine}-{payload_digest(model_bytes)}"
     counters = IngestCounters.of(sc)
 
     def outcomes(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
@@ -158,4 +181,4 @@ def ingest_column(
                 }
             )
 
-    return F.pandas_udf(outcomes, OUTCOME), counters
+    return F.pandas_udf(outcomes, OUTCOME), counters, payload

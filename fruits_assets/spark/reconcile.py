@@ -26,22 +26,31 @@ class Totals:
     features: int
 
 
-def touched_counts(touched: DataFrame, raw: DataFrame, labeled: DataFrame, rejected: DataFrame, features: DataFrame):
-    """For the paths a run changed: how many are listed and in no part, in both, labeled but not featurized,
-    featurized but not labeled, or held though not listed. One Spark job, each table joined on these paths only."""
-    marks = [
-        (raw, "listed"),
-        (labeled, "labeled"),
-        (rejected, "rejected"),
-        (features, "featurized"),
+PARTS = ("listed", "labeled", "rejected", "featurized")  # raw_images and the three tables, as a path's rows count
+CARRIED = ("label", "split", "content_hash")  # what the labeled rows bring along: the label counts and conflicts'
+
+
+def touched_rows(touched: DataFrame, raw: DataFrame, labeled: DataFrame, rejected: DataFrame, features: DataFrame):
+    """Every row the four tables hold for the paths a run changed, marked by its table (`part`), the labeled ones
+    with their label, split and hash: one scan of each table, in one query."""
+    unknown = [F.lit(None).cast("string").alias(c) for c in CARRIED]
+    parts = [
+        raw.select("path", F.lit("listed").alias("part"), *unknown),
+        labeled.select("path", F.lit("labeled").alias("part"), *CARRIED),
+        rejected.select("path", F.lit("rejected").alias("part"), *unknown),
+        features.select("path", F.lit("featurized").alias("part"), *unknown),
     ]
-    joined = touched.select("path").distinct()
-    for frame, name in marks:
-        rows = frame.select("path").join(touched, "path", "left_semi").groupBy("path").count()
-        joined = joined.join(rows.withColumnRenamed("count", name), "path", "left")
-    times = {name: F.coalesce(F.col(name), F.lit(0)) for _, name in marks}
+    rows = parts[0].unionByName(parts[1]).unionByName(parts[2]).unionByName(parts[3])
+    return rows.join(F.broadcast(touched.select("path").distinct()), "path", "left_semi")
+
+
+def touched_counts(rows: DataFrame) -> dict[str, int]:
+    """Of the paths in `rows` (`touched_rows`): how many are listed and in no part, in both, labeled but not
+    featurized, featurized but not labeled, or held though not listed."""
+    per_path = rows.groupBy("path").agg(*(F.count_if(F.col("part") == part).alias(part) for part in PARTS))
+    times = {part: F.col(part) for part in PARTS}
     listed = times["listed"] > 0
-    row = joined.agg(
+    row = per_path.agg(
         F.count_if(listed).alias("touched_listed"),
         F.count_if(listed & (times["labeled"] + times["rejected"] == 0)).alias("missing"),
         F.count_if(~listed & (times["labeled"] + times["rejected"] + times["featurized"] > 0)).alias("unexpected"),
@@ -50,6 +59,11 @@ def touched_counts(touched: DataFrame, raw: DataFrame, labeled: DataFrame, rejec
         F.count_if(listed & (times["featurized"] > 0) & (times["labeled"] == 0)).alias("stray_features"),
     ).first()
     return {name: int(row[name] or 0) for name in row.asDict()}
+
+
+def labeled_of(rows: DataFrame) -> DataFrame:
+    """The labeled rows among `touched_rows`: path, label, split and hash."""
+    return rows.filter(F.col("part") == "labeled").select("path", *CARRIED)
 
 
 def partition_counts(totals: Totals, touched: dict[str, int], duplicated_before: int) -> dict[str, dict[str, int]]:

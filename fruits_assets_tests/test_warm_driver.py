@@ -1,0 +1,212 @@
+"""A Spark driver kept warm between runs: the next run attaches to it, one run at a time, and whatever a run
+leaves (killed or not) is cleared; it goes when idle or worn out, or when it no longer answers.
+
+Each run here is a process of its own, as runs are: `attached_session` in a small
+Python program, and at the end two `dagster asset materialize` from the shell.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fruits_assets.spark.config import app_config, jars_config, local_config
+from fruits_assets.spark.warm_driver import CONNECTION, driver_key, stop_drivers
+
+from .conftest import materialize_command, table, write_tree
+from .outputs import TABLE_KEYS
+
+SCREENING = ("raw_images", "labeled_images", "rejected_images", "mobilenet_features", "class_index")
+RUN = """
+import json, sys, threading, time
+from pathlib import Path
+from fruits_assets.spark.warm_driver import attached_session
+config, root, action = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+attached = attached_session(config, float(sys.argv[4]), root, int(sys.argv[5]))
+if attached is None:
+    print(json.dumps({"lent": True}), flush=True)
+    sys.exit(0)
+spark = attached.session
+tracker = spark.sparkContext.statusTracker()
+out = {"pid": attached.pid, "started": attached.started, "app": spark.sparkContext.applicationId,
+       "running_when_attached": list(tracker.getActiveJobsIds())}
+if action == "sum":
+    out["sum"] = spark.range(1000).selectExpr("sum(id) AS s").first()["s"]
+elif action == "hold":
+    print(json.dumps(out), flush=True)
+    time.sleep(600)
+elif action == "long_job":
+    slow = spark.range(2).repartition(2).rdd.map(lambda x: time.sleep(600) or x)
+    threading.Thread(target=slow.count, daemon=True).start()
+    while not tracker.getActiveJobsIds():
+        time.sleep(0.1)
+    out["running"] = list(tracker.getActiveJobsIds())
+    print(json.dumps(out), flush=True)
+    time.sleep(600)
+print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.fixture
+def drivers(tmp_path):
+    """A folder of drivers of this test's own, every driver in it stopped when the test ends."""
+    root = tmp_path / "drivers"
+    yield root
+    stop_drivers(root)
+
+
+def _config(master: str = "local[1]") -> dict[str, str]:
+    return app_config(sys.executable, sys.executable) | local_config(master) | jars_config("delta")
+
+
+def _run(root: Path, action: str = "sum", config: dict | None = None, idle: float = 60, runs: int = 25) -> dict:
+    """A run that attaches, does `action` and ends; what it saw."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, json.dumps(config or _config()), str(root), action, str(idle), str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _started(root: Path, action: str, config: dict | None = None) -> tuple[subprocess.Popen, dict]:
+    """A run that attaches and stays (`hold`, `long_job`); the process and what it printed once attached."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN, json.dumps(config or _config()), str(root), action, "60", "25"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    return process, json.loads(process.stdout.readline())
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _connection(root: Path, config: dict | None = None) -> dict:
+    return json.loads((root / driver_key(config or _config()) / CONNECTION).read_text())
+
+
+@pytest.mark.spark
+def test_the_next_run_attaches_to_the_driver_the_first_started_and_one_run_at_a_time(drivers):
+    first = _run(drivers)
+    assert first["started"] and first["sum"] == 499500
+    second = _run(drivers)
+    assert not second["started"] and second["sum"] == 499500
+    assert (second["pid"], second["app"]) == (first["pid"], first["app"])  # the same driver, the same JVM
+
+    holding, attached = _started(drivers, "hold")
+    try:
+        assert attached["pid"] == first["pid"]
+        assert _run(drivers) == {"lent": True}  # lent to the run holding it: that one starts a JVM of its own
+    finally:
+        os.killpg(holding.pid, signal.SIGKILL)
+        holding.wait()
+    assert _run(drivers)["pid"] == first["pid"]  # back to lending once that run is gone
+
+
+@pytest.mark.spark
+def test_a_killed_run_s_job_is_cancelled_by_the_driver_and_the_next_run_finds_nothing_running(drivers):
+    killed, attached = _started(drivers, "long_job")
+    [job] = attached["running"]
+    ui = _connection(drivers)["ui"]
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+
+    # No other run comes: the driver itself cancels what the killed run left running, as a JVM dying with it did.
+    deadline = time.monotonic() + 30
+    while (status := _job_status(ui, attached["app"], job)) == "RUNNING":
+        assert time.monotonic() < deadline, "the killed run's job still runs"
+        time.sleep(0.5)
+    assert status == "FAILED"
+    after = _run(drivers)
+    assert after["pid"] == attached["pid"] and after["running_when_attached"] == []
+
+    # A run that attaches the moment another is killed cancels what it left, before the driver has noticed.
+    killed, attached = _started(drivers, "long_job")
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert _run(drivers)["sum"] == 499500
+    assert _job_status(ui, attached["app"], attached["running"][0]) == "FAILED"
+
+
+def _job_status(ui: str, app: str, job: int) -> str:
+    """A job's status from the driver's own Spark UI (its REST API), without attaching to it."""
+    with urllib.request.urlopen(f"{ui}/api/v1/applications/{app}/jobs/{job}", timeout=10) as answer:
+        return json.load(answer)["status"]
+
+
+@pytest.mark.spark
+def test_a_driver_goes_when_idle_or_worn_out_and_other_settings_get_another(drivers):
+    first = _run(drivers, idle=2)
+    assert _gone(first["pid"], within=30), "an idle driver outlived its idle time"
+    assert not (drivers / driver_key(_config()) / CONNECTION).exists()
+    again = _run(drivers, runs=2)
+    assert again["started"] and again["pid"] != first["pid"]
+
+    assert _run(drivers, runs=2)["pid"] == again["pid"]  # its second and last run
+    assert _gone(again["pid"], within=30), "a driver served more runs than it was to"
+    assert _run(drivers)["started"]
+
+    other = _run(drivers, config=_config("local[2]"))
+    assert other["started"] and other["pid"] != _connection(drivers)["pid"]
+
+
+@pytest.mark.spark
+def test_a_driver_that_died_is_replaced_by_the_next_run(drivers):
+    first = _run(drivers)
+    os.killpg(first["pid"], signal.SIGKILL)  # the driver and its JVM, as an out-of-memory kill would
+    assert _gone(first["pid"], within=30)
+    replaced = _run(drivers)
+    assert replaced["started"] and replaced["pid"] != first["pid"] and replaced["sum"] == 499500
+
+
+@pytest.mark.spark
+def test_runs_from_the_shell_share_a_warm_driver_and_write_what_a_run_with_its_own_jvm_writes(tmp_path):
+    colors = {"Kiwi 1": (120, 100, 40), "Lemon 1": (240, 220, 40)}
+    root, home, temporary = tmp_path / "images", tmp_path / "home", tmp_path / "tmp"
+    write_tree(root, {"Test/Kiwi 1": 8, "Test/Lemon 1": 8}, colors)
+    home.mkdir()
+    temporary.mkdir()
+    # Drivers of this test's own (under its temporary folder): no other test's run holds them.
+    env = {**os.environ, "FRUITS_IMAGES": str(root), "DAGSTER_HOME": str(home), "TMPDIR": str(temporary)}
+    select = ",".join(SCREENING)  # the listing, the screening and its tables: where a small run's fixed costs are
+    logs = []
+    try:
+        for storage in ("first", "second", "cold"):
+            env["FRUITS_STORAGE"] = str(tmp_path / storage)
+            env["FRUITS_SPARK_KEEP_WARM_SECONDS"] = "0" if storage == "cold" else "60"
+            run = subprocess.run(materialize_command(select), env=env, capture_output=True, text=True, timeout=600)
+            assert run.returncode == 0, run.stderr[-3000:]
+            logs.append(run.stderr)
+    finally:
+        stopped = [pid for folder in temporary.glob("fruits_assets-*/spark-drivers") for pid in stop_drivers(folder)]
+    assert len(stopped) == 1
+    first, second, cold = logs
+    assert "Spark: started a warm driver" in first
+    assert "Spark: attached to the warm driver" in second  # another storage root, the same driver
+    assert "warm driver" not in cold  # with 0: a JVM of the run's own, as before
+    for name, columns in TABLE_KEYS.items():
+        warm, own = (table(tmp_path / s / name).sort_values("path", ignore_index=True) for s in ("second", "cold"))
+        pd.testing.assert_frame_equal(warm[columns], own[columns])
+        if name == "mobilenet_features":
+            assert np.array_equal(np.stack(warm["features"]), np.stack(own["features"]))
