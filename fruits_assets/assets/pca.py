@@ -212,9 +212,9 @@ def project_features(
     run_guard: RunGuard,
     pyspark_step_launcher: ResourceParam[StepLauncher],
 ) -> Iterator:
-    """Every feature row projected once, in path order, and stored; the CSV written from those very rows (kept on
-    the executors' disks for the step: neither projected nor sorted twice), or from the stored table when only
-    the CSV is missing.
+    """Every feature row projected once and stored; the CSV written from those very rows, in path order (kept on
+    the executors' disks for the step: never projected twice), or from the stored table when only the CSV is
+    missing.
 
     When neither the features nor the model changed since the stored projection was
     made, it is kept as it is, and the CSV too: no Spark starts.
@@ -234,7 +234,7 @@ def project_features(
     if csv_files.is_current(CSV, csv_made_from):
         written, verdict = CsvWrite(csv_files.path(CSV), csv_made_from, False), None
     else:
-        stored = rows if rows is not None else tables.read(PROJECTED, commit.state.version).orderBy("path")
+        stored = (rows if rows is not None else tables.read(PROJECTED, commit.state.version)).orderBy("path")
         pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
         verdict = {}
 
@@ -251,8 +251,8 @@ def project_features(
 
 
 def _project(pyspark, tables: DeltaTables, models: ModelStore, features: TableState, made_from: dict):
-    """The features through the model, in one pass, in path order, replacing the table in one commit; a scatter
-    plot; and the projected rows, kept on disk for the CSV (the caller unpersists them).
+    """The features through the model, in one pass, replacing the table in one commit; a scatter plot; and the
+    projected rows, kept on disk for the CSV (the caller unpersists them).
 
     The plot's sample is drawn from the projected rows, their label and first two
     components only, not from the features (a second pass over 1280 floats a row).
@@ -260,7 +260,7 @@ def _project(pyspark, tables: DeltaTables, models: ModelStore, features: TableSt
     spark = pyspark.spark_session
     model = models.load(MODEL, made_from[MODEL])
     features_rows = tables.read(FEATURES, features.version)
-    rows = project(model, features_rows).orderBy("path").persist(StorageLevel.DISK_ONLY)
+    rows = project(model, features_rows).persist(StorageLevel.DISK_ONLY)
     with job_description(spark, "pca_features: project every row"):
         commit = tables.replace(PROJECTED, rows, made_from)
     with job_description(spark, "pca_features: sample for the scatter plot"):
