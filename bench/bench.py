@@ -422,9 +422,9 @@ def report(r: dict, workers: int) -> None:
     )
     print(f"{'run':44} {'images':>7} {'seconds':>8} {'img/s':>8} {'peak RSS GB':>12} {'peak PSS GB':>12}  Spark")
     rows = [
-        ("feature pipeline, Test", r["test_own_jvm"]),
-        ("feature pipeline, Test, fresh storage", r["test_first"]),
-        ("feature pipeline, Test, fresh storage", r["test"]),
+        ("feature pipeline, Test, a JVM of its own", r["test_own_jvm"]),
+        ("feature pipeline, Test, starts the driver", r["test_first"]),
+        ("feature pipeline, Test, warm driver", r["test"]),
     ]
     for size, runs in r["sizes"].items():
         rows += [(f"feature pipeline, {size}", runs["full"]), (f"  rerun, nothing new, {size}", runs["unchanged"])]

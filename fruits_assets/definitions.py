@@ -57,7 +57,7 @@ def _spark(settings: Settings, deployment_config: dict[str, str]) -> SparkResour
         config |= s3a_config(settings.aws_endpoint_url, settings.aws_region, settings.kms_key_id)
     return SparkResource(
         spark_config=config | jars_config("delta", *(["s3a"] if settings.needs_s3 else [])),
-        keep_warm_seconds=settings.spark_keep_warm_seconds,
+        keep_warm_seconds=settings.keep_warm_seconds,
     )
 
 

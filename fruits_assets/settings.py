@@ -22,6 +22,7 @@ DEFAULT_STORAGE = str(PROJECT_ROOT / "storage")
 DEFAULT_REGION = "eu-west-3"  # Paris: the images are personal data under GDPR, they stay in the EU
 DEPLOYMENTS = ("local", "cluster", "emr")
 DEFAULT_STAGING_PREFIX = "fruits-assets-staging"
+LOCAL_KEEP_WARM_SECONDS = 600.0  # photos arrive all day: the next run comes within minutes
 # Where a run commits something a reader sees: each table, model and file, in the order a run reaches them.
 COMMIT_POINTS = (
     "raw_images",
@@ -101,11 +102,12 @@ class Settings:
     driver_ip: str | None = field(
         default=None, metadata=_env("SPARK_LOCAL_IP", "with cluster: the address executors reach the driver at")
     )
-    spark_keep_warm_seconds: float = field(
-        default=600.0,
+    spark_keep_warm_seconds: float | None = field(
+        default=None,
         metadata=_env(
             "FRUITS_SPARK_KEEP_WARM_SECONDS",
-            "local and cluster: seconds a Spark driver stays warm after a run, for the next; 0: a JVM per run",
+            "seconds a Spark driver stays warm after a run, for the next; 0: a JVM per run (default: "
+            f"{LOCAL_KEEP_WARM_SECONDS:g} with local, 0 with cluster, whose executors a warm driver would hold)",
         ),
     )
     worker_python: str = field(default=sys.executable, metadata=_env("PYSPARK_PYTHON", "the Python of Spark's workers"))
@@ -132,7 +134,7 @@ class Settings:
             raw = environ.get(spec.metadata["env"])
             if spec.name == "inside_spark_submit":
                 values[spec.name] = raw is not None
-            elif spec.type == "float" and raw:
+            elif spec.type in ("float", "float | None") and raw:
                 values[spec.name] = _number(spec.name, raw)
             elif spec.name == "images" or raw:  # FRUITS_IMAGES has no default: an empty one is an error
                 values[spec.name] = raw or ""
@@ -142,6 +144,13 @@ class Settings:
         """The `FRUITS_*` settings a step on EMR needs, as environment variables for `emr_step.py` to restore."""
         names = ("images", "storage", "deployment", "kms_key_id")
         return {_name_of(n): str(getattr(self, n)) for n in names if getattr(self, n) is not None}
+
+    @property
+    def keep_warm_seconds(self) -> float:
+        """How long a Spark driver stays warm for the next run: as set, else a while locally and not on a cluster."""
+        if self.spark_keep_warm_seconds is not None:
+            return self.spark_keep_warm_seconds
+        return LOCAL_KEEP_WARM_SECONDS if self.deployment == "local" else 0.0
 
     @property
     def needs_s3(self) -> bool:
@@ -190,7 +199,7 @@ class Settings:
                 _fail(name, f"is {getattr(self, name)}; expected a number, {least} or more")
         if self.images_queue is not None and not self.images_queue.startswith(("https://", "http://")):
             _fail("images_queue", f"is {self.images_queue!r}; expected an SQS queue URL (https://sqs.…/account/name)")
-        if not self.spark_keep_warm_seconds >= 0:
+        if self.spark_keep_warm_seconds is not None and not self.spark_keep_warm_seconds >= 0:
             _fail("spark_keep_warm_seconds", f"is {self.spark_keep_warm_seconds}; expected seconds, 0 or more")
         if not self.lock_renew_seconds >= 0.5:
             _fail("lock_renew_seconds", f"is {self.lock_renew_seconds}; expected a number of seconds, 0.5 or more")

@@ -80,3 +80,18 @@ def test_inside_a_step_on_the_cluster_only_the_data_settings_are_needed():
 def test_the_emr_poll_interval_is_a_number_of_seconds(value):
     with pytest.raises(SettingsError, match=f"FRUITS_EMR_POLL_SECONDS is '?{value}'?"):
         Settings.from_environment(EMR | {"FRUITS_EMR_POLL_SECONDS": value})
+
+
+def test_a_spark_driver_stays_warm_locally_not_on_a_cluster_unless_set():
+    local = {"FRUITS_IMAGES": "/d"}
+    cluster = local | {"FRUITS_DEPLOYMENT": "cluster", "FRUITS_SPARK_MASTER": "spark://host:7077"}
+    assert Settings.from_environment(local).keep_warm_seconds == 600
+    assert Settings.from_environment(cluster).keep_warm_seconds == 0  # a warm driver would hold the executors
+    assert Settings.from_environment(cluster | {"FRUITS_SPARK_KEEP_WARM_SECONDS": "120"}).keep_warm_seconds == 120
+    assert Settings.from_environment(local | {"FRUITS_SPARK_KEEP_WARM_SECONDS": "0"}).keep_warm_seconds == 0
+
+
+@pytest.mark.parametrize("value", ["long", "-1"])
+def test_the_time_a_driver_stays_warm_is_a_number_of_seconds(value):
+    with pytest.raises(SettingsError, match=f"FRUITS_SPARK_KEEP_WARM_SECONDS is '?{value}'?"):
+        Settings.from_environment({"FRUITS_IMAGES": "/d", "FRUITS_SPARK_KEEP_WARM_SECONDS": value})

@@ -19,7 +19,13 @@ import pandas as pd
 import pytest
 
 from fruits_assets.spark.config import app_config, jars_config, local_config
-from fruits_assets.spark.warm_driver import CONNECTION, driver_key, stop_drivers
+from fruits_assets.spark.warm_driver import (
+    CONNECTION,
+    WarmDriverUnavailable,
+    attached_session,
+    driver_key,
+    stop_drivers,
+)
 
 from .conftest import materialize_command, table, write_tree
 from .outputs import TABLE_KEYS
@@ -28,11 +34,12 @@ SCREENING = ("raw_images", "labeled_images", "rejected_images", "mobilenet_featu
 RUN = """
 import json, sys, threading, time
 from pathlib import Path
-from fruits_assets.spark.warm_driver import attached_session
+from fruits_assets.spark.warm_driver import WarmDriverUnavailable, attached_session
 config, root, action = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-attached = attached_session(config, float(sys.argv[4]), root, int(sys.argv[5]))
-if attached is None:
-    print(json.dumps({"lent": True}), flush=True)
+try:
+    attached = attached_session(config, float(sys.argv[4]), root, int(sys.argv[5]))
+except WarmDriverUnavailable as why:
+    print(json.dumps({"unavailable": str(why)}), flush=True)
     sys.exit(0)
 spark = attached.session
 tracker = spark.sparkContext.statusTracker()
@@ -117,7 +124,8 @@ def test_the_next_run_attaches_to_the_driver_the_first_started_and_one_run_at_a_
     holding, attached = _started(drivers, "hold")
     try:
         assert attached["pid"] == first["pid"]
-        assert _run(drivers) == {"lent": True}  # lent to the run holding it: that one starts a JVM of its own
+        # lent to the run holding it: this one starts a JVM of its own
+        assert _run(drivers) == {"unavailable": "the warm driver is lent to another run"}
     finally:
         os.killpg(holding.pid, signal.SIGKILL)
         holding.wait()
@@ -165,10 +173,23 @@ def test_a_driver_goes_when_idle_or_worn_out_and_other_settings_get_another(driv
 
     assert _run(drivers, runs=2)["pid"] == again["pid"]  # its second and last run
     assert _gone(again["pid"], within=30), "a driver served more runs than it was to"
-    assert _run(drivers)["started"]
+    idle = _run(drivers)
+    assert idle["started"]
 
+    # Other settings (other code, say) get a driver of their own, and the idle one of the old settings goes.
     other = _run(drivers, config=_config("local[2]"))
-    assert other["started"] and other["pid"] != _connection(drivers)["pid"]
+    assert other["started"] and other["pid"] != idle["pid"]
+    assert _gone(idle["pid"], within=30), "an idle driver of other settings outlived the new one's start"
+    assert _connection(drivers, _config("local[2]"))["pid"] == other["pid"]
+
+
+def test_drivers_live_only_in_folders_no_one_else_may_write(tmp_path):
+    shared = tmp_path / "drivers"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # as another user could have made it first, to plant a gateway of their own there
+    with pytest.raises(WarmDriverUnavailable, match="not a private folder"):
+        attached_session(_config(), 60, shared)
+    assert list(shared.iterdir()) == []  # nothing started, nothing written
 
 
 @pytest.mark.spark

@@ -22,7 +22,9 @@ from dagster import (
     TableSchema,
     multi_asset,
 )
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -367,7 +369,7 @@ def _plan(context, spark, tables, raw, states, made_from, previous, recipe: str,
                 chunk_files,
             )
             return plan, f"the changes to {RAW} since version {since}, the last complete screening's"
-        except Exception as error:  # noqa: BLE001 - a change feed vacuumed or expired: compare the tables whole
+        except (PySparkException, Py4JJavaError) as error:  # a change feed vacuumed or expired: compare whole
             context.log.warning(f"the changes to {RAW} since version {since} cannot be read ({error}): comparing whole")
     pinned = {name: tables.read(name, s.version) if s is not None else None for name, s in states.items()}
     featurizer = recipe.split("|", 1)[0]

@@ -228,24 +228,26 @@ def project_features(
         commit, metadata, rows = Commit(projected, False, dict(NOTHING_WRITTEN)), {}, None
     else:
         commit, metadata, rows = _project(pyspark, tables, models, features, made_from)
-    yield Output(commit, output_name=PROJECTED, data_version=data_version(commit.state), metadata=metadata)
-    k = json.loads(models.file(MODEL, FIT, folder) or b'{"k": 0}')["k"]
-    csv_made_from = {PROJECTED: commit.state.identity}
-    if csv_files.is_current(CSV, csv_made_from):
-        written, verdict = CsvWrite(csv_files.path(CSV), csv_made_from, False), None
-    else:
-        stored = (rows if rows is not None else tables.read(PROJECTED, commit.state.version)).orderBy("path")
-        pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
-        verdict = {}
+    try:
+        yield Output(commit, output_name=PROJECTED, data_version=data_version(commit.state), metadata=metadata)
+        k = json.loads(models.file(MODEL, FIT, folder) or b'{"k": 0}')["k"]
+        csv_made_from = {PROJECTED: commit.state.identity}
+        if csv_files.is_current(CSV, csv_made_from):
+            written, verdict = CsvWrite(csv_files.path(CSV), csv_made_from, False), None
+        else:
+            stored = (rows if rows is not None else tables.read(PROJECTED, commit.state.version)).orderBy("path")
+            pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
+            verdict = {}
 
-        def accept(produced: Produced) -> bool:
-            verdict.update(_csv_verdict(produced, k, features.rows))
-            return verdict["passed"]
+            def accept(produced: Produced) -> bool:
+                verdict.update(_csv_verdict(produced, k, features.rows))
+                return verdict["passed"]
 
-        with job_description(pyspark.spark_session, "pca_features_csv: write CSV"):
-            written = csv_files.write(CSV, stored.select(*ID_COLUMNS, *pcs), csv_made_from, accept)
-    if rows is not None:
-        rows.unpersist()
+            with job_description(pyspark.spark_session, "pca_features_csv: write CSV"):
+                written = csv_files.write(CSV, stored.select(*ID_COLUMNS, *pcs), csv_made_from, accept)
+    finally:
+        if rows is not None:
+            rows.unpersist()
     yield Output(written, output_name=CSV, data_version=DataVersion(version_folder(csv_made_from)))
     yield _csv_check(verdict, k, features.rows)
 

@@ -7,7 +7,7 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark import SparkContext
 
-from fruits_assets.spark.warm_driver import attached_session
+from fruits_assets.spark.warm_driver import WarmDriverUnavailable, attached_session
 
 PYSPARK = "pyspark"
 # Every op that runs Spark requires it: none locally, dagster-aws's EMR step launcher on EMR.
@@ -20,8 +20,10 @@ class SparkResource(LazyPySparkResource):
 
     With `keep_warm_seconds`, the session is on a driver kept warm between runs
     (`spark/warm_driver.py`): the first run starts it, later runs attach to its JVM,
-    which is gone after that many seconds without a run. A run that finds it lent to
-    another starts its own JVM, as with 0.
+    which is gone after that many seconds without a run. A run that cannot have it
+    (lent to another run, failed) starts its own JVM, as with 0, and says why. The
+    run's process holds the driver until it exits: one that lives on (a test session)
+    keeps it from other runs.
 
     PySpark starts its Python workers with `PYSPARK_PYTHON`, read when the session
     is created, not with the Spark setting: both are set, so workers import this
@@ -40,13 +42,15 @@ class SparkResource(LazyPySparkResource):
             os.environ["PYSPARK_PYTHON"] = python
         log = get_dagster_logger()
         if self.keep_warm_seconds > 0 and SparkContext._active_spark_context is None:
-            attached = attached_session(self.spark_config, self.keep_warm_seconds)
-            if attached is not None:
+            try:
+                attached = attached_session(self.spark_config, self.keep_warm_seconds)
+            except WarmDriverUnavailable as why:
+                log.info(f"{OWN_JVM} ({why})")
+            else:
                 self._spark_session = attached.session
                 how = "started a warm driver" if attached.started else "attached to the warm driver"
                 log.info(f"Spark: {how}, pid {attached.pid} (its log: {attached.log})")
                 return
-            log.info(f"{OWN_JVM} (the warm driver is lent to another run)")
         elif SparkContext._active_spark_context is None:
             log.info(OWN_JVM)
         super()._init_session()

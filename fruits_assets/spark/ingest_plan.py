@@ -11,10 +11,11 @@ the versions it read them at, so what it decided does not move while chunks comm
 
 When the last complete screening left every listed file done and the tables as it
 committed them, the plan comes from what the listing's table changed since then (its
-change feed, `plan_changes`): the paths added or changed are read, those removed are
-gone, and no other table is read unless a changed path was held before. Every other
-file was done then and is still, so this is the plan the full comparison would make,
-at the cost of the change.
+change feed, `plan_changes`): the paths added or with another stamp are read, those
+removed are gone, and no other table is read unless a changed path was held before.
+Every other file was done then and is still, so this reads and removes what the full
+comparison would, at the cost of the change (it merges, where the full comparison
+knows a table did not hold a path and appends).
 
 The files to read are cut into chunks of about `chunk_files`, contiguous ranges of
 paths in order: each is featurized and committed on its own, so a long first run
@@ -193,9 +194,12 @@ def plan_changes(
     file listed then done, each in the tables exactly once, and no read to retry.
 
     A path's last change says whether it is listed now (its row then is the one to
-    read) or gone; its first says whether it was listed, so held by the tables, before.
-    A path not held before is in no table: its chunk is appended. `labeled` is read
-    only when a changed path was held before, for what it held of them.
+    read) or gone; its first, whether it was listed, so held by the tables, before, and
+    with which stamp: a path listed again with the stamp it had then (moved out and
+    back, its times kept) is still done and is not read. A path not held before is in
+    no table: its chunk is appended; one held before is merged (whichever of the
+    tables held it). `labeled` is read only when a changed path was held before, for
+    what it held of them.
     """
     columns = [c for c in changes.columns if c not in CHANGE_COLUMNS]
     by_path = Window.partitionBy("path")
@@ -205,37 +209,51 @@ def plan_changes(
         .withColumn("_last", F.max(version).over(by_path))
         .persist(StorageLevel.DISK_ONLY)
     )
-    existed = ranked.filter((version == F.col("_first")) & (kind != "insert")).select("path").distinct()
-    current = ranked.filter((version == F.col("_last")) & kind.isin("insert", "update_postimage")).select(*columns)
-    counted = Observation("changes")
-    held = F.coalesce(F.col("_existed"), F.lit(False))
-    todo = (
-        current.join(existed.withColumn("_existed", F.lit(True)), "path", "left")
-        .observe(counted, F.count(F.lit(1)).alias("todo"), F.count_if(held).alias("held"))
-        .select(*columns, *(held.alias(flag) for flag in HELD))
-        .persist(StorageLevel.DISK_ONLY)
-    )
-    todo.count()
-    todo_count, held_before = int(counted.get["todo"]), int(counted.get["held"])
-    gone = existed.join(current.select("path"), "path", "left_anti").persist(StorageLevel.DISK_ONLY)
-    removed = gone.count()
+    frames = [ranked]
+    try:
+        before = ranked.filter((version == F.col("_first")) & kind.isin("delete", "update_preimage"))
+        existed = before.select("path", F.col("stamp").alias("_stamp_before")).dropDuplicates(["path"])
+        current = ranked.filter((version == F.col("_last")) & kind.isin("insert", "update_postimage"))
+        counted = Observation("changes")
+        held = F.col("_stamp_before").isNotNull()
+        todo = (
+            current.select(*columns)
+            .join(existed, "path", "left")
+            .filter(~held | (F.col("stamp") != F.col("_stamp_before")))
+            .observe(counted, F.count(F.lit(1)).alias("todo"), F.count_if(held).alias("held"))
+            .select(*columns, *(held.alias(flag) for flag in HELD))
+            .persist(StorageLevel.DISK_ONLY)
+        )
+        frames.append(todo)
+        todo.count()
+        todo_count, held_before = int(counted.get["todo"]), int(counted.get["held"])
+        gone = existed.select("path").join(current.select("path"), "path", "left_anti").persist(StorageLevel.DISK_ONLY)
+        frames.append(gone)
+        removed = gone.count()
+        touched = todo.select("path").unionByName(gone).persist(StorageLevel.DISK_ONLY)
+        frames.append(touched)
+        before_rows = (
+            labeled().select("path", "label", "split", "content_hash").join(touched, "path", "left_semi")
+            if held_before + removed
+            else _empty(spark, "path string, label string, split string, content_hash string")
+        ).persist(StorageLevel.DISK_ONLY)
+        frames.append(before_rows)
+        chunks = chunk_ranges(todo, todo_count, chunk_files)
+    except BaseException:
+        for frame in frames:
+            frame.unpersist()
+        raise
     ranked.unpersist()
-    touched = todo.select("path").unionByName(gone).persist(StorageLevel.DISK_ONLY)
-    before = (
-        labeled().select("path", "label", "split", "content_hash").join(touched, "path", "left_semi")
-        if held_before + removed
-        else _empty(spark, "path string, label string, split string, content_hash string")
-    ).persist(StorageLevel.DISK_ONLY)
     return IngestPlan(
         todo=todo,
         gone=gone,
         touched=touched,
-        before=before,
+        before=before_rows,
         todo_count=todo_count,
         listed=listed_rows,
         kept=listed_rows - todo_count,
         removed=removed,
-        chunks=chunk_ranges(todo, todo_count, chunk_files),
+        chunks=chunks,
         duplicated=0,
     )
 

@@ -41,7 +41,7 @@ def touched_rows(touched: DataFrame, raw: DataFrame, labeled: DataFrame, rejecte
         features.select("path", F.lit("featurized").alias("part"), *unknown),
     ]
     rows = parts[0].unionByName(parts[1]).unionByName(parts[2]).unionByName(parts[3])
-    return rows.join(F.broadcast(touched.select("path").distinct()), "path", "left_semi")
+    return rows.join(touched.select("path").distinct(), "path", "left_semi")
 
 
 def touched_counts(rows: DataFrame) -> dict[str, int]:
