@@ -187,7 +187,7 @@ def test_drivers_live_only_in_folders_no_one_else_may_write(tmp_path):
     shared = tmp_path / "drivers"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)  # as another user could have made it first, to plant a gateway of their own there
-    with pytest.raises(WarmDriverUnavailable, match="not a private folder"):
+    with pytest.raises(WarmDriverUnavailable, match="not a folder of this user's own that only they may write"):
         attached_session(_config(), 60, shared)
     assert list(shared.iterdir()) == []  # nothing started, nothing written
 

@@ -103,14 +103,15 @@ def drivers_root() -> Path:
 
 def _private(folder: Path, below: Path) -> Path:
     """`folder` and each folder between `below` and it, created private (0700) if missing, and checked to be this
-    user's own real folders that no one else may write: another user could plant a driver's gateway there."""
+    user's own real folders that no one else may write (a link or a folder others may write fails): another user
+    could otherwise plant a driver's gateway there. The secret itself is in a file only the user may read."""
     for level in [*reversed(folder.relative_to(below).parents), folder.relative_to(below)][1:]:
         path = below / level
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
         info = os.lstat(path)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise WarmDriverUnavailable(f"{path} is not a private folder of this user's own: no warm driver")
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise WarmDriverUnavailable(f"{path} is not a folder of this user's own that only they may write")
     return folder
 
 
