@@ -45,6 +45,18 @@ def test_a_tree_without_splits_is_held_out_per_label_the_same_way_every_time(spa
     assert with_class(split, {"b": 0}).count() == 0  # rows of labels the index lacks are left out
 
 
+def test_the_hold_out_does_not_depend_on_where_the_tree_lies(spark):
+    """The same photos on a laptop and on S3 are held out alike: the draw hashes their names, not the root."""
+
+    def held(root: str, seed: int = 7) -> list[str]:
+        rows = [(f"{root}/{label}/{i:03d}.jpg", label, None) for label in ("a", "b") for i in range(50)]
+        test = train_test(spark.createDataFrame(rows, "path string, label string, split string"), 0.2, seed)[1]
+        return sorted(r.path.removeprefix(root) for r in test.collect())
+
+    assert held("/tmp/pytest-1/Test") == held("s3://fruits/uploads/Test")
+    assert held("/tmp/pytest-1/Test") != held("/tmp/pytest-1/Test", seed=8)  # the seed does draw
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root, storage = tmp_path_factory.mktemp("images"), tmp_path_factory.mktemp("storage")

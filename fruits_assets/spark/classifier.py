@@ -10,7 +10,7 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
 from pyspark.ml.feature import VectorAssembler
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 VECTOR_COL, CLASS_COL = "pcs", "class_id"
@@ -19,6 +19,13 @@ TRAIN, TEST = "Training", "Test"
 
 def components(table: DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("pc_")]
+
+
+def drawn(seed: int, *salt: str) -> Column:
+    """A seeded hash of what names a photo wherever the tree lies (its split, label and file name, not the images
+    root): the same photos draw the same hold-out and halves on a laptop, a cluster or S3."""
+    name = F.element_at(F.split(F.col("path"), "/"), -1)
+    return F.xxhash64(F.coalesce(F.col("split"), F.lit("")), F.col("label"), name, *map(F.lit, salt), F.lit(seed))
 
 
 def with_class(table: DataFrame, class_index: dict[str, int]) -> DataFrame:
@@ -30,14 +37,15 @@ def with_class(table: DataFrame, class_index: dict[str, int]) -> DataFrame:
 def train_test(table: DataFrame, holdout_share: float, seed: int) -> tuple[DataFrame, DataFrame, str]:
     """The `Training` and `Test` splits when the tree has both; else a seeded, stratified hold-out.
 
-    The hold-out ranks each label's images by a hash of their path and the seed (no
-    randomness that depends on partitioning), and keeps the last `holdout_share` of
-    every label for testing: the same tree and seed give the same split.
+    The hold-out ranks each label's images by a hash of their name and the seed (`drawn`:
+    no randomness that depends on partitioning or on where the tree lies), and keeps the
+    last `holdout_share` of every label for testing: the same tree and seed give the
+    same split.
     """
     splits = {r["split"] for r in table.select("split").distinct().collect()}
     if {TRAIN, TEST} <= splits:
         return table.filter(F.col("split") == TRAIN), table.filter(F.col("split") == TEST), "Training/Test splits"
-    order = Window.partitionBy("label").orderBy(F.xxhash64("path", F.lit(seed)), "path")
+    order = Window.partitionBy("label").orderBy(drawn(seed), "path")
     ranked = table.withColumn("_rank", F.percent_rank().over(order))
     held = F.col("_rank") >= 1 - holdout_share
     return (

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_assets.spark.classifier import CLASS_COL, components, fit_classifier, parameters
+from fruits_assets.spark.classifier import CLASS_COL, components, drawn, fit_classifier, parameters
 from fruits_assets.spark.moments import Moments
 from fruits_assets.spark.pca import canonical_signs, mean_std_and_spectrum
 from fruits_assets.vision.mobilenet import FEATURE_DIM
@@ -39,8 +39,8 @@ HALF = "_calibration"  # a test photo's half: True for the calibration half, Fal
 
 
 def with_halves(table: DataFrame, seed: int) -> DataFrame:
-    """Each row marked calibration or evaluation, half and half, by a hash of its path (the same every run)."""
-    return table.withColumn(HALF, (F.xxhash64("path", F.lit(seed)) % 2) == 0)
+    """Each row marked calibration or evaluation, half and half, by a hash of its name (the same every run)."""
+    return table.withColumn(HALF, (drawn(seed, "half") % 2) == 0)
 
 
 def class_gaussians(train: DataFrame, classes: int) -> ClassGaussians:
@@ -131,17 +131,23 @@ def leave_classes_out(
     per_class = max(10, fold_rows // max(len(labels), 1))
     counts = {r["label"]: r["count"] for r in features.groupBy("label").count().collect()}
     fractions = {label: min(1.0, per_class / n) for label, n in counts.items() if label in labels}
-    # Drawn by a hash of the path, and in path order: the same rows whatever the table's files (an incremental
-    # table and a fresh one give the same folds, bit for bit).
+    # Drawn by a hash of each photo's name (`drawn`), and in path order: the same rows whatever the table's files
+    # or where the tree lies (an incremental table and a fresh one give the same folds, bit for bit).
     share = F.create_map(*[F.lit(x) for pair in fractions.items() for x in pair])[F.col("label")]
-    drawn = (F.abs(F.xxhash64("path", F.lit(seed))) % 1_000_000) < share * 1_000_000
-    sample = features.filter(drawn).select("path", "label", "split", "features")
+    sample = features.filter(F.pmod(drawn(seed), F.lit(1_000_000)) < share * 1_000_000).select(
+        "path",
+        "label",
+        "split",
+        "features",
+        (F.pmod(drawn(seed, "half"), F.lit(2)) == 0).alias(HALF),
+        (F.pmod(drawn(seed, "test"), F.lit(5)) == 0).alias("_test"),
+    )
     rows = sample.toPandas().sort_values("path", ignore_index=True)
     x = np.stack(rows["features"].to_numpy()).astype(np.float64) if len(rows) else np.empty((0, FEATURE_DIM))
-    half = (pd.util.hash_pandas_object(rows["path"], index=False).to_numpy() % 2) == 0
+    half = rows[HALF].to_numpy(dtype=bool)
     train, test = (rows["split"] == "Training").to_numpy(), (rows["split"] == "Test").to_numpy()
-    if not train.any() or not test.any():  # no splits: the stratified hold-out's rule, by a hash of the path
-        test = (pd.util.hash_pandas_object(rows["path"] + str(seed), index=False).to_numpy() % 5) == 0
+    if not train.any() or not test.any():  # no splits: a fifth held out, by a hash of the name as the hold-out
+        test = rows["_test"].to_numpy(dtype=bool)
         train = ~test
     results = []
     for fold in range(min(folds, len(labels))):
