@@ -40,7 +40,7 @@ HALF = "_calibration"  # a test photo's half: True for the calibration half, Fal
 
 def with_halves(table: DataFrame, seed: int) -> DataFrame:
     """Each row marked calibration or evaluation, half and half, by a hash of its name (the same every run)."""
-    return table.withColumn(HALF, (drawn(seed, "half") % 2) == 0)
+    return table.withColumn(HALF, F.pmod(drawn(seed, "half"), F.lit(2)) == 0)
 
 
 def class_gaussians(train: DataFrame, classes: int) -> ClassGaussians:
