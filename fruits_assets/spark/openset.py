@@ -134,13 +134,8 @@ def leave_classes_out(
     # Drawn by a hash of each photo's name (`drawn`), and in path order: the same rows whatever the table's files
     # or where the tree lies (an incremental table and a fresh one give the same folds, bit for bit).
     share = F.create_map(*[F.lit(x) for pair in fractions.items() for x in pair])[F.col("label")]
-    sample = features.filter(F.pmod(drawn(seed), F.lit(1_000_000)) < share * 1_000_000).select(
-        "path",
-        "label",
-        "split",
-        "features",
-        (F.pmod(drawn(seed, "half"), F.lit(2)) == 0).alias(HALF),
-        (F.pmod(drawn(seed, "test"), F.lit(5)) == 0).alias("_test"),
+    sample = with_halves(features.filter(F.pmod(drawn(seed), F.lit(1_000_000)) < share * 1_000_000), seed).select(
+        "path", "label", "split", "features", HALF, (F.pmod(drawn(seed, "test"), F.lit(5)) == 0).alias("_test")
     )
     rows = sample.toPandas().sort_values("path", ignore_index=True)
     x = np.stack(rows["features"].to_numpy()).astype(np.float64) if len(rows) else np.empty((0, FEATURE_DIM))
