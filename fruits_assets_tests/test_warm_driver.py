@@ -5,6 +5,7 @@ Each run here is a process of its own, as runs are: `attached_session` in a smal
 Python program, and at the end two `dagster asset materialize` from the shell.
 """
 
+import fcntl
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from fruits_assets.spark.warm_driver import (
     attached_session,
     driver_key,
     stop_drivers,
+    sweep_stopped,
 )
 
 from .conftest import materialize_command, table, write_tree
@@ -231,3 +233,27 @@ def test_runs_from_the_shell_share_a_warm_driver_and_write_what_a_run_with_its_o
         pd.testing.assert_frame_equal(warm[columns], own[columns])
         if name == "mobilenet_features":
             assert np.array_equal(np.stack(warm["features"]), np.stack(own["features"]))
+
+
+def test_stopped_drivers_folders_go_after_a_day_and_running_or_starting_ones_stay(tmp_path):
+    root = tmp_path / "drivers"
+    day_old = time.time() - 2 * 86_400
+
+    def folder(name: str, *files: str, old: bool = True) -> Path:
+        path = root / name
+        path.mkdir(parents=True)
+        for file in files:
+            (path / file).write_text("{}")
+            if old:
+                os.utime(path / file, (day_old, day_old))
+        return path
+
+    stopped = folder("stopped", "driver.log", "runs", "config.json")
+    recent = folder("recent", "driver.log", old=False)  # stopped an hour ago, say: its log is still wanted
+    running = folder("running", "driver.log", CONNECTION)  # a gateway: a driver stop_drivers would stop first
+    starting = folder("starting", "driver.log", "lease")
+    with open(starting / "lease", "a+") as held:  # a run holds its lease while it starts a driver there
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert sweep_stopped(root) == [stopped]
+    assert not stopped.exists() and recent.exists() and running.exists() and starting.exists()
+    assert sweep_stopped(root) == [starting]  # once no run holds it

@@ -31,6 +31,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -52,6 +53,7 @@ RUNS_PER_DRIVER = 25
 POLL_SECONDS = 0.5  # how soon a driver notices its run ended (and cancels what that run left running)
 START_SECONDS = 180.0  # a driver that has not started by then is taken for broken
 LEASE_WAIT_SECONDS = 2.0  # the driver's own check holds the lease for a moment: a run retries that long
+STOP_WAIT_SECONDS = 15.0  # after each run a driver holds its lease while it clears and collects (seconds, loaded)
 CONNECTION, LEASE, CONFIG, LOG, RUNS = "connection.json", "lease", "config.json", "driver.log", "runs"
 # What of the environment reaches the JVM or the Python workers, so names a driver (no FRUITS_ setting does).
 ENVIRONMENT_PREFIXES = ("AWS_", "SPARK_", "PYSPARK_", "JAVA_", "HADOOP_", "PYTHON", "TF_", "OMP_", "LD_")
@@ -77,6 +79,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 SITE_PACKAGES = Path(pyspark.__file__).resolve().parents[1]  # its time changes with any package (un)installed
 HEAP_SHARE = 0.5  # a driver whose heap, collected, still holds more than this share after a run retires
 PROBE_SECONDS = 10  # a driver whose JVM does not answer within this is taken for hung and replaced
+STOPPED_KEPT_SECONDS = 86_400.0  # a stopped driver's folder (its log) is kept a day for whoever looks into it
 _LEASE: list = []  # this process's lease, held until it exits
 
 
@@ -199,6 +202,7 @@ def attached_session(
         started = connection is None
         if connection is None:
             stop_drivers(root)  # the idle ones of other settings (old code, say): one idle JVM at most
+            sweep_stopped(root)  # and the folders stopped ones left: one per set of settings ever used
             connection = _start(folder, config, idle_seconds, runs)
         session = _attach(connection)
         clear(session)  # what a run killed a moment ago left, before the driver itself noticed
@@ -369,11 +373,12 @@ def clear(spark: SparkSession) -> None:
 
 def stop_drivers(root: Path | None = None) -> list[int]:
     """Stop every driver under `root` that no run holds, now (SIGTERM to its process group: its JVM and workers
-    too); their pids. A driver lent to a run is left alone."""
+    too); their pids. A driver lent to a run is left alone; one clearing what its last run left (a full
+    collection, seconds on a loaded machine) is waited for."""
     stopped = []
     for path in (root or drivers_root()).glob(f"*/{CONNECTION}"):
         with open(path.parent / LEASE, "a+") as lease:
-            if not _locked(lease, LEASE_WAIT_SECONDS):
+            if not _locked(lease, STOP_WAIT_SECONDS):
                 continue
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
                 pid = json.loads(path.read_text())["pid"]
@@ -381,6 +386,27 @@ def stop_drivers(root: Path | None = None) -> list[int]:
                 if _kill(pid, path.parent, signal.SIGTERM):
                     stopped.append(pid)
     return stopped
+
+
+def _last_touched(folder: Path) -> float:
+    return max((p.lstat().st_mtime for p in folder.rglob("*")), default=folder.lstat().st_mtime)
+
+
+def sweep_stopped(root: Path | None = None, kept_seconds: float = STOPPED_KEPT_SECONDS) -> list[Path]:
+    """Remove the folders of stopped drivers (no gateway, no run holding the lease) untouched for `kept_seconds`:
+    each holds a log and a few small files, and every change of settings or code leaves one. The folders removed."""
+    root, removed = root or drivers_root(), []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder.is_symlink() or not folder.is_dir() or (folder / CONNECTION).exists():
+            continue
+        if time.time() - _last_touched(folder) < kept_seconds:
+            continue
+        with open(folder / LEASE, "a+") as lease:
+            if not _locked(lease, 0) or (folder / CONNECTION).exists():
+                continue  # a run is starting a driver there
+            shutil.rmtree(folder)
+        removed.append(folder)
+    return removed
 
 
 if __name__ == "__main__":
