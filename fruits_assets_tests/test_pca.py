@@ -111,6 +111,22 @@ def test_moments_updated_by_the_changes_equal_the_moments_of_the_new_table(spark
     np.testing.assert_allclose(updated.cross, after.cross, atol=1e-9)
 
 
+@pytest.mark.parametrize("partitions", [0, 1, 7, 8, 9, 70])
+def test_partial_sums_are_added_on_the_executors_down_to_the_one_the_driver_receives(spark, partitions):
+    """The driver never holds more than one partial sum (13 MB for the features' moments), whatever the
+    partitions: Spark's treeAggregate would collect its last level's, about the square root of them."""
+    from fruits_assets.spark.moments import added_up, summed_on_executors
+
+    def add(a, b):
+        return a if b is None else b if a is None else a + b
+
+    numbers = spark.sparkContext.parallelize(range(1, 701), partitions) if partitions else spark.sparkContext.emptyRDD()
+    last = added_up(numbers, add)
+    assert last.getNumPartitions() == min(partitions, 1)
+    assert last.glom().collect() == ([[350 * 701]] if partitions else [])
+    assert summed_on_executors(numbers, add) == (350 * 701 if partitions else None)
+
+
 def test_a_constant_or_single_row_table_explains_nothing_and_still_fits():
     from fruits_assets.spark.moments import Moments
     from fruits_assets.spark.pca import mean_std_and_spectrum

@@ -8,19 +8,25 @@ rows. Sums are float64 over float32 features.
 
 Each partition sums its rows with one matrix product in a Python worker, reading
 the features straight from Arrow buffers; the partitions' sums are added on the
-executors, in a tree (`treeReduce`), so the driver receives one 1280x1280 matrix
-whatever the number of rows or partitions.
+executors, `FAN_IN` at a time, down to one (`summed_on_executors`), so the driver
+receives one 1280x1280 matrix whatever the number of rows or partitions (Spark's
+`treeAggregate` collects the last level's sums, about the square root of the
+partitions, on the driver: 13 MB each).
 """
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark import RDD
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -28,7 +34,8 @@ from fruits_assets.vision.mobilenet import FEATURE_DIM
 
 ADDED = ("insert", "update_postimage")
 REMOVED = ("delete", "update_preimage")
-TREE_DEPTH = 2
+FAN_IN = 8  # partial sums a task adds up at each level
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,25 @@ def moments_of(features: DataFrame, sign: str | None = None, dim: int = FEATURE_
         yield pa.RecordBatch.from_pydict({"moments": [Moments(count, sums, cross).to_bytes()]})
 
     parts = signed.mapInArrow(partial, "moments binary").rdd.map(lambda row: bytes(row["moments"]))
-    total = parts.treeAggregate(None, _add, _add, depth=TREE_DEPTH)
+    total = summed_on_executors(parts, _add)
     return Moments.from_bytes(total) if total is not None else Moments.zero(dim)
+
+
+def added_up(parts: RDD, add: Callable[[T | None, T | None], T | None]) -> RDD:
+    """`parts` added with `add` (which takes None for nothing yet) on the executors, `FAN_IN` partitions' sums
+    per task and level, down to one partition holding one sum."""
+    level = parts.mapPartitions(lambda items: [functools.reduce(add, items, None)])
+    while (count := level.getNumPartitions()) > 1:
+        fewer = math.ceil(count / FAN_IN)
+        keyed = level.mapPartitionsWithIndex(lambda index, items, groups=fewer: ((index % groups, x) for x in items))
+        level = keyed.reduceByKey(add, fewer).values()
+    return level
+
+
+def summed_on_executors(parts: RDD, add: Callable[[T | None, T | None], T | None]) -> T | None:
+    """The sum of `parts`, the driver receiving that one value (None when there was nothing to add)."""
+    found = added_up(parts, add).collect()
+    return found[0] if found else None
 
 
 def _add(a: bytes | None, b: bytes | None) -> bytes | None:

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruits_assets.spark.classifier import CLASS_COL, components, drawn, fit_classifier, parameters
-from fruits_assets.spark.moments import Moments
+from fruits_assets.spark.moments import Moments, summed_on_executors
 from fruits_assets.spark.pca import canonical_signs, mean_std_and_spectrum
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 from fruits_assets.vision.openset import (
@@ -60,7 +60,7 @@ def class_gaussians(train: DataFrame, classes: int) -> ClassGaussians:
         yield pa.RecordBatch.from_pydict({"moments": [blob]})
 
     parts = train.select(*names, CLASS_COL).mapInArrow(partial, "moments binary").rdd.map(lambda r: bytes(r[0]))
-    total = np.frombuffer(parts.treeAggregate(None, _add_blobs, _add_blobs, depth=2), dtype=np.float64)
+    total = np.frombuffer(summed_on_executors(parts, _add_blobs), dtype=np.float64)
     counts, rest = total[:classes], total[classes:]
     return ClassGaussians.from_moments(
         counts, rest[: classes * k].reshape(classes, k), rest[classes * k :].reshape(k, k)
