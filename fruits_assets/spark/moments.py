@@ -105,27 +105,29 @@ def moments_of(features: DataFrame, sign: str | None = None, dim: int = FEATURE_
     return Moments.from_bytes(total) if total is not None else Moments.zero(dim)
 
 
-def added_up(parts: RDD, add: Callable[[T | None, T | None], T | None]) -> RDD:
-    """`parts` added with `add` (which takes None for nothing yet) on the executors, `FAN_IN` partitions' sums
-    per task and level, down to one partition holding one sum."""
-    level = parts.mapPartitions(lambda items: [functools.reduce(add, items, None)])
+def added_up(parts: RDD, add: Callable[[T, T], T]) -> RDD:
+    """`parts` added with `add` on the executors, `FAN_IN` partitions' sums per task and level, down to one
+    partition holding one sum (None where there was nothing to add)."""
+
+    def both(a: T | None, b: T | None) -> T | None:
+        return a if b is None else b if a is None else add(a, b)
+
+    level = parts.mapPartitions(lambda items: [functools.reduce(both, items, None)])
     while (count := level.getNumPartitions()) > 1:
         fewer = math.ceil(count / FAN_IN)
         keyed = level.mapPartitionsWithIndex(lambda index, items, groups=fewer: ((index % groups, x) for x in items))
-        level = keyed.reduceByKey(add, fewer).values()
+        level = keyed.reduceByKey(both, fewer).values()
     return level
 
 
-def summed_on_executors(parts: RDD, add: Callable[[T | None, T | None], T | None]) -> T | None:
+def summed_on_executors(parts: RDD, add: Callable[[T, T], T]) -> T | None:
     """The sum of `parts`, the driver receiving that one value (None when there was nothing to add)."""
     found = added_up(parts, add).collect()
     return found[0] if found else None
 
 
-def _add(a: bytes | None, b: bytes | None) -> bytes | None:
-    """Two partial sums added, on an executor (None: nothing summed yet)."""
-    if a is None or b is None:
-        return a if b is None else b
+def _add(a: bytes, b: bytes) -> bytes:
+    """Two partial sums added, on an executor."""
     return (Moments.from_bytes(a) + Moments.from_bytes(b)).to_bytes()
 
 

@@ -67,9 +67,7 @@ def class_gaussians(train: DataFrame, classes: int) -> ClassGaussians:
     )
 
 
-def _add_blobs(a: bytes | None, b: bytes | None) -> bytes | None:
-    if a is None or b is None:
-        return a if b is None else b
+def _add_blobs(a: bytes, b: bytes) -> bytes:
     return (np.frombuffer(a, dtype=np.float64) + np.frombuffer(b, dtype=np.float64)).tobytes()
 
 
