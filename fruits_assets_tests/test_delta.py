@@ -5,7 +5,7 @@ from deltalake import DeltaTable
 
 from fruits_assets.spark import delta
 from fruits_assets.spark.delta import Changes
-from fruits_assets.vision.delta_log import table_state
+from fruits_assets.vision.delta_log import preview_markdown, table_state
 
 from .conftest import table
 
@@ -69,3 +69,15 @@ def test_tables_are_clustered_by_path_and_compacted_every_few_versions(spark, tm
     after = table_state(path)
     assert after.files < files_before and after.rows == commit.state.rows  # compacted, the same rows
     assert sorted(table(path)["path"]) == sorted(f"p{i}" for i in range(delta.MAINTAIN_EVERY + 1))
+
+
+def test_a_preview_reads_the_first_rows_of_one_file_and_shows_vectors_by_their_size(spark, tmp_path):
+    path = str(tmp_path / "previewed")
+    rows = spark.createDataFrame([(f"p{i:02d}", [0.5] * 3) for i in range(40)], "path string, v array<float>")
+    rows.repartition(4).write.format("delta").save(path)
+    preview = preview_markdown(path)
+    assert preview.splitlines()[0].split("|")[1].strip() == "path"
+    assert preview.count("array[3]") == 5
+    rows.limit(0).write.format("delta").mode("overwrite").save(path)
+    assert "array[3]" not in preview_markdown(path)
+    assert preview_markdown(str(tmp_path / "absent")) == "(no table)"
