@@ -87,13 +87,13 @@ def read_columns(uri: str, columns: list[str], options: Mapping[str, str] | None
 
 
 def preview_markdown(uri: str, options: Mapping[str, str] | None = None, rows: int = 5) -> str:
-    """The first rows of the table's first data file as a markdown table, read by delta-rs; vectors and bytes
-    shown by their size, not their values.
+    """The first rows of the table's first data file as a markdown table (the file found and opened through
+    delta-rs, read by pyarrow); vectors and bytes shown by their size, not their values.
 
     Reads `rows` rows of one file through a small buffer, so a preview costs a few MB whatever the table
     holds: Arrow's dataset scanner reads ahead whole files (about 100 MB of features at 40,000 rows, held
     by the allocator afterwards). Tables here have no partition columns and no deletion vectors, so one
-    file's rows are the table's rows.
+    file's rows are some of the table's live rows.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
