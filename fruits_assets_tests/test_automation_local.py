@@ -16,10 +16,8 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterRunStatus
 
-from fruits_assets.resources.guard import READ_ONLY_TAG
-
 from .conftest import fruit_jpeg, run_graph, table, write_tree
-from .daemon import ACTIVE, DONE, dagster_dev, materialized, runs, settled, status, wait_for
+from .daemon import ACTIVE, DONE, dagster_dev, materialized, runs, settled, status, wait_for, writing_runs
 
 COLORS = {"Apple Red 1": (200, 20, 30), "Banana 1": (240, 220, 40), "Kiwi 1": (120, 100, 40)}
 TICK = 3  # seconds between the sensor's ticks, and the automation's
@@ -46,8 +44,8 @@ class QueueWatch(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
-            current = self.instance.get_runs()
-            active = [r for r in current if r.status in ACTIVE and r.tags.get(READ_ONLY_TAG) != "true"]
+            current = writing_runs(self.instance)
+            active = [r for r in current if r.status in ACTIVE]
             self.most = max(self.most, len(active))
             if active and any(r.status == DagsterRunStatus.QUEUED for r in current):
                 self.queued_behind += 1
@@ -83,7 +81,7 @@ def test_photos_dropped_into_a_local_root_flow_through_queued_sensor_and_automat
         watch.start()
         # The sensor's first tick lists the root in full: every photo is known, no run.
         wait_for("the sensor's first tick", lambda: "Sensor new_photos skipped: nothing new" in log.read_text(), 120)
-        assert not instance.get_runs()
+        assert not writing_runs(instance)
 
         dropped, landed, before = time.monotonic(), time.time(), len(listing_runs(instance))
         hundred = drop(root, tmp_path, "Training/Mango 1", 100, (250, 180, 40))
@@ -108,9 +106,9 @@ def test_photos_dropped_into_a_local_root_flow_through_queued_sensor_and_automat
             f"latency on this machine, from 100 photos landing: their features stored {min(stored) - landed:.0f} s, "
             f"a new phone model holding them {min(phones) - landed:.0f} s (sensor and automation ticks of {TICK} s)"
         )
-        quiet = len(instance.get_runs())
+        quiet = len(writing_runs(instance))
         time.sleep(5 * TICK)  # several ticks with nothing new
-        assert len(instance.get_runs()) == quiet, "a run was launched with nothing new"
+        assert len(writing_runs(instance)) == quiet, "a run was launched with nothing new"
 
         gone = hundred[0]
         gone.unlink()

@@ -45,7 +45,7 @@ from .conftest import (
     s3_options,
     table,
 )
-from .daemon import DONE, dagster_dev, materialized, runs, status, wait_for
+from .daemon import DONE, dagster_dev, materialized, runs, status, wait_for, writing_runs
 
 PROJECT = Path(__file__).resolve().parents[1]
 RELEASE = PROJECT / "build" / "release"
@@ -337,7 +337,7 @@ def sensor_runs(emr_run) -> dict:
         wait_for("it done", lambda: status(instance, full) in DONE, timeout=900, every=1)
         time.sleep(10)  # five ticks with nothing new
         idle = step_ids()
-        quiet_runs = len(instance.get_runs())
+        quiet_runs = len(writing_runs(instance))
         s3.put_object(Bucket=BUCKET, Key="images/Test/Kiwi 1/new.jpg", Body=fruit_jpeg((120, 100, 40), seed=77))
         notified = wait_for("the upload's run", lambda: runs(instance, **{"fruits/reason": "notifications"}), 120)[0]
         wait_for("it done", lambda: status(instance, notified) in DONE, timeout=900, every=1)

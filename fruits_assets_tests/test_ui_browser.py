@@ -17,7 +17,7 @@ import pytest
 from dagster import DagsterRunStatus
 
 from .conftest import write_tree
-from .daemon import dagster_dev, settled, wait_for
+from .daemon import dagster_dev, settled, wait_for, writing_runs
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("FRUITS_SCREENSHOTS", PROJECT / "build" / "ui-screenshots"))
@@ -73,7 +73,7 @@ def test_the_pipeline_runs_itself_then_materialize_all_from_the_ui_and_see_the_a
         timeout=RUN_TIMEOUT_S,
         every=2,
     )
-    by_itself = len(instance.get_runs())
+    by_itself = len(writing_runs(instance))
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -83,7 +83,7 @@ def test_the_pipeline_runs_itself_then_materialize_all_from_the_ui_and_see_the_a
         page.screenshot(path=SCREENSHOTS / "1-asset-graph.png")
         page.get_by_role("button", name="Materialize all").click()
         page.get_by_text("Launched run").or_(page.get_by_text("Launched 1 run")).first.wait_for(timeout=30000)
-        wait_for("the run launched from the UI", lambda: len(instance.get_runs()) > by_itself, timeout=60)
+        wait_for("the run launched from the UI", lambda: len(writing_runs(instance)) > by_itself, timeout=60)
         wait_for("it done", lambda: settled(instance, 10), timeout=RUN_TIMEOUT_S, every=2)
         page.goto(f"{url}/runs", wait_until="networkidle")
         page.get_by_text("Success").first.wait_for(timeout=30000)
