@@ -41,7 +41,7 @@ from fruits_assets.spark.classifier import (
     with_class,
 )
 from fruits_assets.spark.openset import HALF, Fold, class_gaussians, leave_classes_out, scored, with_halves
-from fruits_assets.spark.progress import job_description
+from fruits_assets.spark.progress import job_description, side_by_side
 from fruits_assets.vision.engines import convert_to_litert
 from fruits_assets.vision.openset import CHOSEN, RULE, SCORES, answered_unknown, rule_thresholds, threshold
 from fruits_assets.vision.phone import LABELS_FILE, MODEL_FILE, PhoneModel, build_phone_model, labels_json
@@ -213,28 +213,38 @@ def _train(pyspark, tables, models, config, class_index, labels, version: int, p
     evaluation, and the regression's, the PCA's and the open-set score's parameters as plain arrays (the PCA the
     features were projected with)."""
     spark = pyspark.spark_session
-    with job_description(spark, "fruit_classifier: train and test"):
-        table = with_class(tables.read(PROJECTED, version), class_index)
-        train, test, how = train_test(table, config.holdout_share, config.seed)
-        model = fit_classifier(train, config.reg_param)
-        evaluation = evaluate(model, test, len(labels))
-        train_images = int(train.count())
-    with job_description(spark, "fruit_classifier: which fruit, or none"):
-        gaussians = class_gaussians(train, len(labels))
-        arrays = {**parameters(model), "means": gaussians.means, "precision": gaussians.precision}
-        scores = scored(with_halves(test, config.seed), arrays).toPandas()  # the test split: bounded by its share
-        k = json.loads(models.file("pca_model", "fit.json", pca_folder))["k"]
-        folds = leave_classes_out(
-            spark,
-            tables.read(FEATURES),
-            labels,
-            config.unknown_folds,
-            config.fold_rows,
-            config.known_share,
-            k,
-            config.reg_param,
-            config.seed,
-        )
+    k = json.loads(models.file("pca_model", "fit.json", pca_folder))["k"]
+
+    def trained_and_scored() -> tuple:
+        with job_description(spark, "fruit_classifier: train and test"):
+            table = with_class(tables.read(PROJECTED, version), class_index)
+            train, test, how = train_test(table, config.holdout_share, config.seed)
+            model = fit_classifier(train, config.reg_param)
+            evaluation = evaluate(model, test, len(labels))
+            train_images = int(train.count())
+        with job_description(spark, "fruit_classifier: which fruit, or none"):
+            gaussians = class_gaussians(train, len(labels))
+            arrays = {**parameters(model), "means": gaussians.means, "precision": gaussians.precision}
+            scores = scored(with_halves(test, config.seed), arrays).toPandas()  # the test split: bounded by its share
+        return model, evaluation, how, train_images, arrays, scores
+
+    def left_out() -> list[Fold]:
+        with job_description(spark, "fruit_classifier: leave classes out"):
+            features = tables.read(FEATURES)
+            return leave_classes_out(
+                spark,
+                features,
+                labels,
+                config.unknown_folds,
+                config.fold_rows,
+                config.known_share,
+                k,
+                config.reg_param,
+                config.seed,
+            )
+
+    # The leave-classes-out fits run beside the classifier's own: each is hundreds of tiny Spark jobs.
+    (model, evaluation, how, train_images, arrays, scores), folds = side_by_side(spark, [trained_and_scored, left_out])
     open_set = _open_set_figures(scores, folds, config.known_share)
     pca = models.load("pca_model", pca_folder)
     scaler, pcs = pca.stages[0], pca.stages[-1]

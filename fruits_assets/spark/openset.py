@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from pyspark.sql import functions as F
 from fruits_assets.spark.classifier import CLASS_COL, components, drawn, fit_classifier, parameters
 from fruits_assets.spark.moments import Moments, summed_on_executors
 from fruits_assets.spark.pca import canonical_signs, mean_std_and_spectrum
+from fruits_assets.spark.progress import side_by_side
 from fruits_assets.vision.mobilenet import FEATURE_DIM
 from fruits_assets.vision.openset import (
     CHOSEN,
@@ -48,7 +50,7 @@ def class_gaussians(train: DataFrame, classes: int) -> ClassGaussians:
     names = components(train)[:DISTANCE_COMPONENTS]
     k = len(names)
 
-    def partial(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def partial_moments(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         counts, sums, cross = np.zeros(classes), np.zeros((classes, k)), np.zeros((k, k))
         for batch in batches:
             z = np.column_stack([batch.column(n).to_numpy() for n in names]) if batch.num_rows else np.empty((0, k))
@@ -59,7 +61,7 @@ def class_gaussians(train: DataFrame, classes: int) -> ClassGaussians:
         blob = np.concatenate([counts, sums.ravel(), cross.ravel()]).astype(np.float64).tobytes()
         yield pa.RecordBatch.from_pydict({"moments": [blob]})
 
-    parts = train.select(*names, CLASS_COL).mapInArrow(partial, "moments binary").rdd.map(lambda r: bytes(r[0]))
+    parts = train.select(*names, CLASS_COL).mapInArrow(partial_moments, "moments binary").rdd.map(lambda r: bytes(r[0]))
     total = np.frombuffer(summed_on_executors(parts, _add_blobs), dtype=np.float64)
     counts, rest = total[:classes], total[classes:]
     return ClassGaussians.from_moments(
@@ -142,22 +144,35 @@ def leave_classes_out(
     if not train.any() or not test.any():  # no splits: a fifth held out, by a hash of the name as the hold-out
         test = rows["_test"].to_numpy(dtype=bool)
         train = ~test
-    results = []
+    ways = []
     for fold in range(min(folds, len(labels))):
         left = labels[fold::folds]
         out = rows["label"].isin(left).to_numpy()
         kept = [label for label in labels if label not in left]
-        if len(kept) < 2 or not out.any():
-            continue
-        fold = _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, reg_param)
-        if fold is not None:
-            results.append(fold)
-    return results
+        if len(kept) >= 2 and out.any() and (way := _way(x, rows, train, test, half, out, kept, left, k)):
+            ways.append(way)
+    # The folds' spectra one after the other above (each already takes every core), their fits side by side.
+    models = side_by_side(spark, [partial(_fitted, spark, way, reg_param) for way in ways])
+    return [_measured(way, model, half, known_share) for way, model in zip(ways, models, strict=True)]
 
 
-def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, reg_param) -> Fold | None:
-    """One way of leaving classes out; None when the sample is too small to measure it (no training rows, or no
-    known test photo in one of the halves)."""
+@dataclass(frozen=True)
+class _Way:
+    """One way of leaving classes out: the sample projected with a PCA fitted without them (`z`), each row's class
+    id among the kept classes (`y`, NaN for the left-out), and which rows fit, test and are left out."""
+
+    left: list[str]
+    kept: list[str]
+    out: np.ndarray
+    fit: np.ndarray
+    known_test: np.ndarray
+    z: np.ndarray
+    y: np.ndarray
+
+
+def _way(x, rows, train, test, half, out, kept, left, k) -> _Way | None:
+    """None when the sample is too small to measure this way (no training rows, or no known test photo in one of
+    the halves)."""
     fit = train & ~out
     known_test = test & ~out
     if not fit.any() or not (known_test & half).any() or not (known_test & ~half).any():
@@ -169,11 +184,22 @@ def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, re
     basis = eigenvectors[:, :k] * canonical_signs(eigenvectors[:, :k])
     scale = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
     z = ((x - mean) * scale) @ basis
-    ids = {label: i for i, label in enumerate(kept)}
-    y = rows["label"].map(ids).to_numpy()
-    frame = pd.DataFrame(z[fit], columns=[f"pc_{i + 1}" for i in range(k)]).assign(**{CLASS_COL: y[fit].astype(float)})
-    model = fit_classifier(spark.createDataFrame(frame), reg_param)
-    arrays = parameters(model)
+    y = rows["label"].map({label: i for i, label in enumerate(kept)}).to_numpy()
+    return _Way(left, kept, out, fit, known_test, z, y)
+
+
+def _fitted(spark: SparkSession, way: _Way, reg_param: float) -> dict[str, np.ndarray]:
+    """The pipeline's logistic regression on the way's training rows: its parameters."""
+    z, k = way.z[way.fit], way.z.shape[1]
+    frame = pd.DataFrame(z, columns=[f"pc_{i + 1}" for i in range(k)]).assign(
+        **{CLASS_COL: way.y[way.fit].astype(float)}
+    )
+    return parameters(fit_classifier(spark.createDataFrame(frame), reg_param))
+
+
+def _measured(way: _Way, arrays: dict[str, np.ndarray], half: np.ndarray, known_share: float) -> Fold:
+    """How the classifier fitted without the way's classes answers their photos, and the known ones."""
+    z, y, fit, out, known_test, kept = way.z, way.y, way.fit, way.out, way.known_test, way.kept
     fit_z, fit_y = z[fit][:, :DISTANCE_COMPONENTS], y[fit].astype(int)
     sums = np.stack([fit_z[fit_y == c].sum(axis=0) for c in range(len(kept))])
     gaussians = ClassGaussians.from_moments(
@@ -182,7 +208,7 @@ def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, re
     logits = z @ arrays["coefficients"].T + arrays["intercepts"]
     scores = known_scores(z, logits, gaussians)
     calibration, evaluation = known_test & half, known_test & ~half
-    right = np.zeros(len(rows), dtype=bool)
+    right = np.zeros(len(y), dtype=bool)
     right[known_test] = logits[known_test].argmax(axis=1) == y[known_test]
     unknown, known_right, areas = {}, {}, {}
     for name in SCORES:
@@ -194,4 +220,4 @@ def _fold(spark, x, rows, train, test, half, out, kept, left, known_share, k, re
     unknown[CHOSEN] = float(answered_unknown({n: scores[n][out] for n in RULE}, cuts).mean())
     answered = ~answered_unknown({n: scores[n][evaluation] for n in RULE}, cuts)
     known_right[CHOSEN] = float((answered & right[evaluation]).mean())
-    return Fold(left, unknown, known_right, areas, int(out.sum()), int(evaluation.sum()))
+    return Fold(way.left, unknown, known_right, areas, int(out.sum()), int(evaluation.sum()))

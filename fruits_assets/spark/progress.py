@@ -1,13 +1,19 @@
-"""What a long Spark action is doing: readable job descriptions and periodic progress lines."""
+"""What a long Spark action is doing: readable job descriptions and periodic progress lines; and small jobs run
+side by side."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TypeVar
 
+from pyspark import inheritable_thread_target
 from pyspark.sql import SparkSession
+
+T = TypeVar("T")
 
 _OPEN = threading.local()  # the descriptions of the enclosing blocks, outermost first
 
@@ -51,3 +57,13 @@ def progress_lines(done: Callable[[], int], total: int, log: Callable[[str], Non
     finally:
         stop.set()
         reporter.join()
+
+
+def side_by_side(spark: SparkSession, calls: list[Callable[[], T]]) -> list[T]:
+    """The calls' results, in order, each call run in a thread of its own that carries this thread's job
+    description. An iterative fit runs hundreds of tiny jobs and leaves the cores idle between them: another
+    fit's jobs fill them. Each call's results are what it gives alone (its jobs and their partitions are its own).
+    """
+    with ThreadPoolExecutor(max_workers=max(len(calls), 1)) as pool:
+        futures = [pool.submit(inheritable_thread_target(spark)(call)) for call in calls]
+        return [future.result() for future in futures]
