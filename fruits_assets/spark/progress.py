@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -63,7 +64,32 @@ def side_by_side(spark: SparkSession, calls: list[Callable[[], T]]) -> list[T]:
     """The calls' results, in order, each call run in a thread of its own that carries this thread's job
     description. An iterative fit runs hundreds of tiny jobs and leaves the cores idle between them: another
     fit's jobs fill them. Each call's results are what it gives alone (its jobs and their partitions are its own).
+
+    If one fails, or the run is interrupted while they wait, the others' running jobs are
+    cancelled (a fit then fails at once) rather than computing on for a step that has ended.
     """
-    with ThreadPoolExecutor(max_workers=max(len(calls), 1)) as pool:
-        futures = [pool.submit(inheritable_thread_target(spark)(call)) for call in calls]
+    tag = f"side-by-side-{uuid.uuid4().hex}"
+
+    def tagged(call: Callable[[], T]) -> Callable[[], T]:
+        def run() -> T:
+            spark.sparkContext.addJobTag(tag)
+            try:
+                return call()
+            finally:
+                spark.sparkContext.removeJobTag(tag)
+
+        return inheritable_thread_target(spark)(run)
+
+    pool = ThreadPoolExecutor(max_workers=max(len(calls), 1))
+    try:
+        futures = [pool.submit(tagged(call)) for call in calls]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # a failure ends the wait, whichever call it is
+        for future in done:
+            future.result()  # raises the failure, if that is why the wait ended
         return [future.result() for future in futures]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        spark.sparkContext.cancelJobsWithTag(tag)
+        raise
+    finally:
+        pool.shutdown(wait=True)
