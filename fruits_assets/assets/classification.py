@@ -42,9 +42,8 @@ from fruits_assets.spark.classifier import (
 )
 from fruits_assets.spark.openset import HALF, Fold, class_gaussians, leave_classes_out, scored, with_halves
 from fruits_assets.spark.progress import job_description, side_by_side
-from fruits_assets.vision.engines import convert_to_litert
 from fruits_assets.vision.openset import CHOSEN, RULE, SCORES, answered_unknown, rule_thresholds, threshold
-from fruits_assets.vision.phone import LABELS_FILE, MODEL_FILE, PhoneModel, build_phone_model, labels_json
+from fruits_assets.vision.phone import LABELS_FILE, LAYOUT_FILE, MODEL_FILE, PhoneModel, labels_json, phone_flatbuffer
 
 CLASSIFIER, PHONE, PROJECTED, FEATURES = "fruit_classifier", "phone_model", "pca_features", "mobilenet_features"
 PARAMETERS, EVALUATION = "parameters.npz", "evaluation.json"
@@ -305,8 +304,9 @@ def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: R
     """`fruits_classifier.tflite` and `labels.json`: one LiteRT model from RGB pixels to class probabilities.
 
     Normalization, MobileNetV2, the scaler, the PCA and the classifier, in one graph
-    converted from Keras, built from the exact classifier version it names (and the
-    PCA that classifier was trained on), as a version folder behind `current.json`.
+    converted from Keras (or the last model with its head's constants replaced, when
+    only they differ: `vision/phone.py`), built from the exact classifier version it
+    names (and the PCA that classifier was trained on), as a version folder behind `current.json`.
     No Spark: it runs where TensorFlow is, the orchestrating host on EMR.
     `fruits identify` runs it.
     """
@@ -322,9 +322,17 @@ def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: R
     with np.load(io.BytesIO(models.file(CLASSIFIER, PARAMETERS, classifier))) as saved:
         arrays = {name: saved[name] for name in saved.files}
     labels = [str(label) for label in arrays["labels"]]
-    flatbuffer = convert_to_litert(build_phone_model(arrays))
+    last = models.current_folder(PHONE)
+    last_layout = models.file(PHONE, LAYOUT_FILE, last) if last else None
+    flatbuffer, layout, patched = phone_flatbuffer(
+        arrays,
+        models.file(PHONE, MODEL_FILE, last) if last_layout else None,
+        json.loads(last_layout) if last_layout else None,
+    )
     cuts = dict(zip(arrays["unknown_rule"].tolist(), arrays["unknown_thresholds"].tolist(), strict=True))
     files = {MODEL_FILE: flatbuffer, LABELS_FILE: labels_json(labels, cuts)}
+    if layout is not None:
+        files[LAYOUT_FILE] = json.dumps(layout).encode()
     check = PhoneModel.from_files(files[MODEL_FILE], files[LABELS_FILE])  # the file loads and answers
     white = check.answer(np.full((224, 224, 3), 255, dtype=np.uint8))  # a blank page is no fruit
     return Output(
@@ -333,6 +341,7 @@ def phone_model(context: AssetExecutionContext, models: ModelStore, run_guard: R
         metadata={
             "classifier": classifier,
             "model_bytes": len(flatbuffer),
+            "built": "the last model, its head's constants replaced" if patched else "converted from Keras",
             "classes": len(labels),
             "input": "float32 [1, 224, 224, 3], RGB 0..255",
             "outputs": f"float32 [1, {len(labels)}] probabilities in labels.json's order; float32 [1, 1] known score",
