@@ -3,19 +3,31 @@
 from pathlib import Path
 
 from fruits_assets.prepare import in_fresh_process, start_with
-from fruits_assets.spark.config import CLASS_ARCHIVE, JAVA_OPTIONS, driver_java_options, local_config
+from fruits_assets.spark.config import (
+    CLASS_ARCHIVE,
+    JAVA_OPTIONS,
+    NATIVE_TRIM,
+    driver_java_options,
+    jvm_accepts,
+    local_config,
+)
 
 
 def test_options_name_the_archive_only_once_it_exists(tmp_path: Path):
     archive = tmp_path / "driver.jsa"
-    assert driver_java_options(archive) == {}
+    assert driver_java_options(archive) == {JAVA_OPTIONS: NATIVE_TRIM}
     archive.write_bytes(b"")
-    assert driver_java_options(archive) == {JAVA_OPTIONS: f"-XX:SharedArchiveFile={archive}"}
+    assert driver_java_options(archive) == {JAVA_OPTIONS: f"-XX:SharedArchiveFile={archive} {NATIVE_TRIM}"}
+
+
+def test_the_native_heap_trim_is_asked_only_of_a_jvm_that_knows_it():
+    assert jvm_accepts(NATIVE_TRIM), "Java 17.0.9 or later, as make setup's JDK, trims its native heap"
+    assert not jvm_accepts("-XX:NoSuchOptionAnywhere=1")
 
 
 def test_local_sessions_map_the_archive_make_setup_built():
     assert CLASS_ARCHIVE.is_file(), f"make setup builds {CLASS_ARCHIVE}"
-    assert local_config()[JAVA_OPTIONS] == f"-XX:SharedArchiveFile={CLASS_ARCHIVE}"
+    assert local_config()[JAVA_OPTIONS] == f"-XX:SharedArchiveFile={CLASS_ARCHIVE} {NATIVE_TRIM}"
     # -Xshare:on: the driver JVM fails to start unless it maps the archive (same JVM build, same jars).
     assert in_fresh_process(start_with, CLASS_ARCHIVE) == 0
 
