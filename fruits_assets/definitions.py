@@ -58,6 +58,7 @@ def _spark(settings: Settings, deployment_config: dict[str, str]) -> SparkResour
     return SparkResource(
         spark_config=config | jars_config("delta", *(["s3a"] if settings.needs_s3 else [])),
         keep_warm_seconds=settings.keep_warm_seconds,
+        trim_native_heap=True,
     )
 
 

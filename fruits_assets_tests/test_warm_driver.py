@@ -135,6 +135,21 @@ def test_the_next_run_attaches_to_the_driver_the_first_started_and_one_run_at_a_
 
 
 @pytest.mark.spark
+def test_a_driver_asked_to_stop_while_lent_goes_when_its_run_ends(drivers):
+    holding, attached = _started(drivers, "hold")
+    try:
+        assert stop_drivers(drivers) == []  # not under the run that holds it
+        assert not _gone(attached["pid"], within=2)
+    finally:
+        os.killpg(holding.pid, signal.SIGKILL)
+        holding.wait()
+    assert _gone(attached["pid"], within=60), "a driver asked to stop outlived the run that held it"
+    assert not (drivers / driver_key(_config()) / CONNECTION).exists()
+    assert _run(drivers)["started"]  # the next run starts one anew (and no leftover request stops it)
+    assert _connection(drivers)["pid"] != attached["pid"]
+
+
+@pytest.mark.spark
 def test_a_killed_run_s_job_is_cancelled_by_the_driver_and_the_next_run_finds_nothing_running(drivers):
     killed, attached = _started(drivers, "long_job")
     [job] = attached["running"]

@@ -6,7 +6,9 @@ from dagster import get_dagster_logger
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark import SparkContext
+from pyspark.sql import SparkSession
 
+from fruits_assets.spark.config import with_native_trim
 from fruits_assets.spark.warm_driver import WarmDriverUnavailable, attached_session
 
 PYSPARK = "pyspark"
@@ -33,6 +35,11 @@ class SparkResource(LazyPySparkResource):
     keep_warm_seconds: float = Field(
         default=0.0, description="Seconds a driver stays warm for the next run after one ends; 0: a JVM per run."
     )
+    trim_native_heap: bool = Field(
+        default=False,
+        description="Have the driver JVM trim its native heap (where that JVM accepts it): for drivers this "
+        "project starts, not where a cluster's administrators set the driver's default options (EMR).",
+    )
 
     def _init_session(self) -> None:
         if self._spark_session is not None:
@@ -43,7 +50,7 @@ class SparkResource(LazyPySparkResource):
         log = get_dagster_logger()
         if self.keep_warm_seconds > 0 and SparkContext._active_spark_context is None:
             try:
-                attached = attached_session(self.spark_config, self.keep_warm_seconds)
+                attached = attached_session(self._session_config(), self.keep_warm_seconds)
             except WarmDriverUnavailable as why:
                 log.info(f"{OWN_JVM} ({why})")
             else:
@@ -53,4 +60,8 @@ class SparkResource(LazyPySparkResource):
                 return
         elif SparkContext._active_spark_context is None:
             log.info(OWN_JVM)
-        super()._init_session()
+        self._spark_session = SparkSession.builder.config(map=self._session_config()).getOrCreate()
+
+    def _session_config(self) -> dict[str, str]:
+        """The Spark settings (flat, `spark.…` keys) as the driver starts with them."""
+        return with_native_trim(self.spark_config) if self.trim_native_heap else dict(self.spark_config)

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from pyspark.find_spark_home import _find_spark_home
@@ -41,18 +42,30 @@ def jvm_accepts(option: str) -> bool:
     java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
     if java is None:
         return False
-    return subprocess.run([java, option, "-version"], capture_output=True, timeout=120).returncode == 0
+    try:
+        return subprocess.run([java, option, "-version"], capture_output=True, timeout=120).returncode == 0
+    except OSError:  # no such file, not executable: Spark will say so itself, if a step ever needs it
+        return False
+
+
+def with_native_trim(config: Mapping[str, str]) -> dict[str, str]:
+    """`config` with the driver JVM trimming its native heap, where that JVM accepts it.
+
+    Asked as a session starts, not when the settings are built: a run with no Spark work
+    starts no JVM at all, not even `java -version`.
+    """
+    if not jvm_accepts(NATIVE_TRIM):
+        return dict(config)
+    return dict(config) | {JAVA_OPTIONS: " ".join(filter(None, [config.get(JAVA_OPTIONS, ""), NATIVE_TRIM]))}
 
 
 def driver_java_options(archive: Path = CLASS_ARCHIVE) -> dict[str, str]:
-    """Spark settings for the driver JVM: `archive` mapped, once it has been built; its native heap trimmed.
+    """Spark settings for the driver JVM: `archive` mapped, once it has been built.
 
     The archive belongs to this JVM build and to pyspark's jars; the JVM checks both
     when it maps it and, if either changed, starts without it: slower, same results.
     """
-    options = [f"-XX:SharedArchiveFile={archive}"] if archive.is_file() else []
-    options += [NATIVE_TRIM] if jvm_accepts(NATIVE_TRIM) else []
-    return {JAVA_OPTIONS: " ".join(options)} if options else {}
+    return {JAVA_OPTIONS: f"-XX:SharedArchiveFile={archive}"} if archive.is_file() else {}
 
 
 def hadoop_version() -> str:

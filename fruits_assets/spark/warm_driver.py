@@ -55,6 +55,8 @@ START_SECONDS = 180.0  # a driver that has not started by then is taken for brok
 LEASE_WAIT_SECONDS = 2.0  # the driver's own check holds the lease for a moment: a run retries that long
 STOP_WAIT_SECONDS = 15.0  # after each run a driver holds its lease while it clears and collects (seconds, loaded)
 CONNECTION, LEASE, CONFIG, LOG, RUNS = "connection.json", "lease", "config.json", "driver.log", "runs"
+# Asked of a driver stop_drivers could not stop at once (lent, or still clearing): it goes once it holds its lease.
+STOP = "stop"
 # What of the environment reaches the JVM or the Python workers, so names a driver (no FRUITS_ setting does).
 ENVIRONMENT_PREFIXES = ("AWS_", "SPARK_", "PYSPARK_", "JAVA_", "HADOOP_", "PYTHON", "TF_", "OMP_", "LD_")
 ENVIRONMENT_NAMES = ("PATH", "HOME")
@@ -253,6 +255,7 @@ def _start(folder: Path, config: Mapping[str, str], idle_seconds: float, runs: i
     (folder / CONFIG).write_text(json.dumps({"config": dict(config), "idle_seconds": idle_seconds, "runs": runs}))
     os.chmod(folder / CONFIG, 0o600)
     (folder / RUNS).write_text("0")
+    (folder / STOP).unlink(missing_ok=True)  # asked of an earlier driver of these settings, now gone
     environment = dict(os.environ)
     if config.get("spark.master", "").startswith("local"):
         environment.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # its Spark UI on loopback, as long as it lives
@@ -344,6 +347,8 @@ def _lend(spark: SparkSession, folder: Path, lease, idle_seconds: float, runs: i
             print(f"{served} run(s) served; heap {heap:.0%} full after a collection", flush=True)
             if served >= runs or heap > HEAP_SHARE:
                 idle_since = -float("inf")  # worn out: it goes now
+        if (folder / STOP).exists():
+            idle_since = -float("inf")  # stop_drivers asked while it was lent or clearing
         if time.monotonic() - idle_since >= idle_seconds:
             (folder / CONNECTION).unlink(missing_ok=True)
             print(f"exits after {served} run(s)", flush=True)
@@ -372,13 +377,14 @@ def clear(spark: SparkSession) -> None:
 
 
 def stop_drivers(root: Path | None = None) -> list[int]:
-    """Stop every driver under `root` that no run holds, now (SIGTERM to its process group: its JVM and workers
-    too); their pids. A driver lent to a run is left alone; one clearing what its last run left (a full
-    collection, seconds on a loaded machine) is waited for."""
+    """Stop every driver under `root`: now (SIGTERM to its process group: its JVM and workers too) if no run
+    holds it, else as soon as it holds its lease again; the pids stopped now. One clearing what its last run
+    left (a full collection, seconds on a loaded machine) is waited for a while, then asked too."""
     stopped = []
     for path in (root or drivers_root()).glob(f"*/{CONNECTION}"):
         with open(path.parent / LEASE, "a+") as lease:
             if not _locked(lease, STOP_WAIT_SECONDS):
+                (path.parent / STOP).touch()  # a run of its own or the driver's clearing holds it: it goes after
                 continue
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
                 pid = json.loads(path.read_text())["pid"]
