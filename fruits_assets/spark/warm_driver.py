@@ -55,7 +55,8 @@ START_SECONDS = 180.0  # a driver that has not started by then is taken for brok
 LEASE_WAIT_SECONDS = 2.0  # the driver's own check holds the lease for a moment: a run retries that long
 STOP_WAIT_SECONDS = 15.0  # after each run a driver holds its lease while it clears and collects (seconds, loaded)
 CONNECTION, LEASE, CONFIG, LOG, RUNS = "connection.json", "lease", "config.json", "driver.log", "runs"
-# Asked of a driver stop_drivers could not stop at once (lent, or still clearing): it goes once it holds its lease.
+# Asked of a driver stop_drivers could not stop at once (lent, or still clearing), by its pid: it goes once it
+# holds its lease (a later driver in the same folder has another pid, and is not asked).
 STOP = "stop"
 # What of the environment reaches the JVM or the Python workers, so names a driver (no FRUITS_ setting does).
 ENVIRONMENT_PREFIXES = ("AWS_", "SPARK_", "PYSPARK_", "JAVA_", "HADOOP_", "PYTHON", "TF_", "OMP_", "LD_")
@@ -306,6 +307,10 @@ def _attach(connection: dict) -> SparkSession:
 
 def serve(folder: Path) -> None:
     """The driver: its session, then lend it, one run at a time, until idle or worn out."""
+    # Stopped by SIGTERM whatever the run that started it ignored: Dagster maps SIGTERM to SIGINT's handler, which
+    # is "ignore" in a shell's background job, and an ignored signal stays ignored across exec (the JVM too).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     settings = json.loads((folder / CONFIG).read_text())
     config, idle_seconds, runs = settings["config"], float(settings["idle_seconds"]), int(settings["runs"])
     if config.get("spark.pyspark.python"):
@@ -347,13 +352,19 @@ def _lend(spark: SparkSession, folder: Path, lease, idle_seconds: float, runs: i
             print(f"{served} run(s) served; heap {heap:.0%} full after a collection", flush=True)
             if served >= runs or heap > HEAP_SHARE:
                 idle_since = -float("inf")  # worn out: it goes now
-        if (folder / STOP).exists():
+        if _asked_to_stop(folder):
             idle_since = -float("inf")  # stop_drivers asked while it was lent or clearing
         if time.monotonic() - idle_since >= idle_seconds:
             (folder / CONNECTION).unlink(missing_ok=True)
             print(f"exits after {served} run(s)", flush=True)
             return
         fcntl.flock(lease, fcntl.LOCK_UN)
+
+
+def _asked_to_stop(folder: Path) -> bool:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return int((folder / STOP).read_text()) == os.getpid()
+    return False
 
 
 def _heap_share(spark: SparkSession) -> float:
@@ -382,13 +393,14 @@ def stop_drivers(root: Path | None = None) -> list[int]:
     left (a full collection, seconds on a loaded machine) is waited for a while, then asked too."""
     stopped = []
     for path in (root or drivers_root()).glob(f"*/{CONNECTION}"):
-        with open(path.parent / LEASE, "a+") as lease:
-            if not _locked(lease, STOP_WAIT_SECONDS):
-                (path.parent / STOP).touch()  # a run of its own or the driver's clearing holds it: it goes after
-                continue
-            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-                pid = json.loads(path.read_text())["pid"]
-                path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            seen = json.loads(path.read_text())["pid"]
+            with open(path.parent / LEASE, "a+") as lease:
+                if not _locked(lease, STOP_WAIT_SECONDS):
+                    (path.parent / STOP).write_text(str(seen))  # a run or its own clearing holds it: it goes after
+                    continue
+                pid = json.loads(path.read_text())["pid"]  # the one there now (none, if it went while this waited)
+                path.unlink()
                 if _kill(pid, path.parent, signal.SIGTERM):
                     stopped.append(pid)
     return stopped
