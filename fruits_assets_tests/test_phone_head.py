@@ -7,9 +7,11 @@ import pytest
 from fruits_assets.vision.phone import (
     PROBE,
     PhoneModel,
+    build_phone_model,
     head_answers,
     head_constants,
     head_layout,
+    layout_holds,
     patched_head,
     phone_flatbuffer,
 )
@@ -47,14 +49,33 @@ def test_a_new_head_of_the_same_shapes_gives_the_bytes_a_conversion_gives(conver
     assert patched == fresh
 
 
-def test_the_patched_model_answers_as_the_head_computes(converted):
+def test_the_patched_model_answers_another_photo_as_the_head_computes(converted):
+    import keras
+
     arrays = _arrays(3)
-    patched, layout, was_patched = phone_flatbuffer(arrays, *converted)
+    patched, _, was_patched = phone_flatbuffer(arrays, *converted)
     assert was_patched
-    answer = PhoneModel(patched, [], {"largest_probability": 0.0, "known_score": -np.inf}).answer(PROBE)
-    probabilities, known = head_answers(np.asarray(layout["probe_features"])[None], head_constants(arrays))
+    photo = np.random.default_rng(3).integers(0, 256, size=PROBE.shape, dtype=np.uint8)  # not the patch's probe
+    model = build_phone_model(arrays)
+    base = keras.Model(model.input, model.get_layer("scaler_and_pca").input)
+    features = keras.ops.convert_to_numpy(base(photo[None].astype(np.float32)))
+    answer = PhoneModel(patched, [], {"largest_probability": 0.0, "known_score": -np.inf}).answer(photo)
+    probabilities, known = head_answers(features, head_constants(arrays))
     np.testing.assert_allclose(answer.probabilities, probabilities[0], atol=1e-5)
     np.testing.assert_allclose(answer.known_score, known[0], rtol=1e-4)
+
+
+def test_a_layout_is_kept_only_where_the_model_reads_its_places(converted):
+    flatbuffer, layout = converted
+    constants = head_constants(_arrays(1))
+    assert layout_holds(flatbuffer, layout, constants)
+    # A copy of the bias that the model never reads (after the file's end): the file answers as before, but a
+    # layout pointing there would patch nothing, and a retrained head barely moves the probe's answers.
+    with_copy = flatbuffer + constants["score_bias"].tobytes()
+    places = layout["constants"]
+    elsewhere = {**layout, "constants": {**places, "score_bias": {**places["score_bias"], "offset": len(flatbuffer)}}}
+    assert layout_holds(with_copy, layout, constants)
+    assert not layout_holds(with_copy, elsewhere, constants)
 
 
 def test_another_shape_is_converted_anew(converted):

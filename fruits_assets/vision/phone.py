@@ -29,6 +29,7 @@ from importlib.metadata import version
 
 import numpy as np
 
+from fruits_assets.vision import engines
 from fruits_assets.vision.digest import module_digest
 from fruits_assets.vision.engines import convert_to_litert, model_recipe
 from fruits_assets.vision.mobilenet import INPUT_SIZE, mobilenet_v2_from_torch
@@ -95,8 +96,15 @@ def build_phone_model(arrays: dict[str, np.ndarray]):
 
 def phone_recipe() -> dict[str, object]:
     """What a converted flatbuffer's bytes depend on beside the head's constants: the base model, this graph's
-    code and the converter's version. A flatbuffer is reused as a template only under the same recipe."""
-    return {**model_recipe(), "phone_code": module_digest(sys.modules[__name__]), "tensorflow": version("tensorflow")}
+    code, the conversion's code and the versions of Keras and the converter. A flatbuffer is reused as a
+    template only under the same recipe."""
+    return {
+        **model_recipe(),
+        "phone_code": module_digest(sys.modules[__name__]),
+        "conversion_code": module_digest(engines),
+        "tensorflow": version("tensorflow"),
+        "keras": version("keras"),
+    }
 
 
 def head_layout(flatbuffer: bytes, constants: dict[str, np.ndarray], probe: np.ndarray) -> dict | None:
@@ -164,7 +172,42 @@ def phone_flatbuffer(
     probe = keras.ops.convert_to_numpy(base(PROBE[None].astype(np.float32)))[0]
     flatbuffer = convert_to_litert(model)
     made = head_layout(flatbuffer, constants, probe)
-    return flatbuffer, made if made is not None and _answers_probe(flatbuffer, constants, made) else None, False
+    return flatbuffer, made if made is not None and layout_holds(flatbuffer, made, constants) else None, False
+
+
+def layout_holds(flatbuffer: bytes, layout: dict, constants: dict[str, np.ndarray]) -> bool:
+    """Whether the layout's places are the bytes the model computes with, not copies it ignores: the file
+    answers the probe as `constants` do, and patched with decoys (other values, same shapes) as the decoys do.
+
+    Kept only if so: a head retrained on a few more photos barely moves the answers,
+    so the check each patch passes could not tell an ignored copy from the real one.
+    """
+    decoys = _decoys(constants, np.asarray(layout["probe_features"]))
+    patched = patched_head(flatbuffer, layout, decoys)
+    return (
+        patched is not None
+        and _answers_probe(flatbuffer, constants, layout)
+        and not _answers_probe(flatbuffer, decoys, layout)
+        and _answers_probe(patched, decoys, layout)
+    )
+
+
+def _decoys(constants: dict[str, np.ndarray], features: np.ndarray) -> dict[str, np.ndarray]:
+    """Random constants of `constants`' shapes, scaled so that on `features` every output moves with every one
+    of them: the reduced values and the logits about N(0, 1), no softmax saturated."""
+    rng = np.random.default_rng(0)
+    (n, k), classes = constants["reduction"].shape, constants["score_weights"].shape[1]
+    rows, m = constants["class_means"].shape
+    reduction = rng.normal(size=(n, k)) / max(float(np.linalg.norm(features)), 1e-6)
+    y = features @ reduction
+    decoys = {
+        "reduction": reduction,
+        "score_weights": rng.normal(size=(k, classes)) / np.sqrt(k),
+        "score_bias": rng.normal(size=classes),
+        "class_means": y[:m] + rng.normal(size=(rows, m)),
+        "cholesky": np.tril(rng.normal(size=(m, m))) / np.sqrt(m),
+    }
+    return {name: value.astype(np.float32) for name, value in decoys.items()}
 
 
 def _answers_probe(flatbuffer: bytes, constants: dict[str, np.ndarray], layout: dict) -> bool:
