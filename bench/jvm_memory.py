@@ -4,7 +4,11 @@ driver), then on 40,000 generated images on that driver, with the JVM's Native M
 Every 4 s it reads each driver JVM's RSS and PSS and NMT's committed sizes by category
 (`jcmd <pid> VM.native_memory summary`); at each run's JVM peak it prints them. RSS above
 NMT's total is memory the JVM does not account for: native libraries' allocations, and
-what glibc keeps after they free it.
+what glibc keeps after they free it. Only JVMs started with NMT on (by this script)
+are read; warm drivers are stopped before and after, so the first run starts one.
+`--java-options` come before the project's own (`spark.driver.defaultJavaOptions`,
+with the native trim since 4fe391b), which therefore win: the rows without the trim
+in docs/performance.md were measured before it.
 
     python bench/jvm_memory.py [--own-jvm] [--java-options "-XX:…"] [--sizes 40000]
 """
@@ -22,19 +26,35 @@ import threading
 from pathlib import Path
 
 import bench
+from fruits_assets.spark.warm_driver import stop_drivers
+
+NMT = b"-XX:NativeMemoryTracking=summary"
 
 CATEGORY = re.compile(r"-\s+([A-Za-z ]+?) \(reserved=\d+MB, committed=(\d+)MB\)")
 TOTAL = re.compile(r"Total: reserved=\d+MB, committed=(\d+)MB")
 
 
 def _driver_jvms() -> list[int]:
+    """The Spark driver JVMs this script started: NMT on in their environment."""
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            command = bench._command(int(entry))
-            if b"java" in command and b"SparkSubmit" in command:
+        if entry.isdigit() and b"SparkSubmit" in bench._command(int(entry)):
+            try:
+                environment = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:  # gone, or another user's
+                continue
+            if NMT in environment:
                 found.append(int(entry))
     return found
+
+
+def _jcmd() -> str:
+    """The JVM's own `jcmd`, found as Spark finds its `java`: `JAVA_HOME`, else the path."""
+    home = os.environ.get("JAVA_HOME")
+    java = Path(home) / "bin" / "java" if home else shutil.which("java")
+    if java is None:
+        raise SystemExit("no java: set JAVA_HOME or put java on the PATH")
+    return str(Path(os.path.realpath(java)).with_name("jcmd"))
 
 
 def _sample(jcmd: str, pid: int) -> dict | None:
@@ -59,8 +79,8 @@ def main() -> None:
     parser.add_argument("--java-options", default="", help="more JVM options for every JVM (JAVA_TOOL_OPTIONS)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[40000])
     args = parser.parse_args()
-    jcmd = str(Path(os.path.realpath(shutil.which("java"))).with_name("jcmd"))
-    settings = {"JAVA_TOOL_OPTIONS": f"-XX:NativeMemoryTracking=summary {args.java_options}".strip()}
+    jcmd = _jcmd()
+    settings = {"JAVA_TOOL_OPTIONS": f"{NMT.decode()} {args.java_options}".strip()}
     if args.own_jvm:
         settings["FRUITS_SPARK_KEEP_WARM_SECONDS"] = "0"
     runs = [("Test", bench.SHARED / "fruits-360" / "Test")] * 2
@@ -77,6 +97,7 @@ def main() -> None:
             stop.wait(4)
 
     done: list[dict] = []
+    stop_drivers()
     threading.Thread(target=sampler, daemon=True).start()
     with tempfile.TemporaryDirectory() as work:
         for name, images in runs:
@@ -96,6 +117,7 @@ def main() -> None:
             )
             print(json.dumps(done[-1]), flush=True)
     stop.set()
+    stop_drivers()
     for run in done:
         jvm = run["jvm_at_its_peak_mb"]
         outside = jvm.get("rss_mb", 0) - jvm.get("nmt_mb", 0)

@@ -44,7 +44,7 @@ def jvm_accepts(option: str) -> bool:
         return False
     try:
         return subprocess.run([java, option, "-version"], capture_output=True, timeout=120).returncode == 0
-    except OSError:  # no such file, not executable: Spark will say so itself, if a step ever needs it
+    except (OSError, subprocess.SubprocessError):  # none there, not executable, hung: Spark will say so itself
         return False
 
 
