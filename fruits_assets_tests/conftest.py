@@ -123,18 +123,79 @@ def materialize_command(select: str = "*") -> list[str]:
     return [str(DAGSTER), "asset", "materialize", "-m", "fruits_assets.definitions", "--select", select]
 
 
-def materialize_in_shell(env: dict[str, str], select: str = "*") -> None:
-    """`dagster asset materialize` as a user runs it, in its own process; fails with its output's end."""
+def materialize_in_shell(env: dict[str, str], select: str = "*", timeout: float = 900) -> None:
+    """`dagster asset materialize` as a user runs it, in its own process; fails with its output's end, and if it
+    outlives `timeout`, with where it waits: every thread of its Python process and of the JVMs it works in."""
     if "DAGSTER_HOME" in env:
         Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    run = subprocess.run(
-        materialize_command(select),
+    run = subprocess.Popen(
+        # With faulthandler, SIGABRT dumps every Python thread's stack (an option, not the environment, which names
+        # the warm driver a run may share with other tests' runs).
+        [sys.executable, "-X", "faulthandler", *materialize_command(select)],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,
+        start_new_session=True,
     )
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    try:
+        stdout, stderr = run.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        jvms = jvm_threads(run.pid)
+        os.kill(run.pid, signal.SIGABRT)
+        time.sleep(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)  # its own JVM and workers too; a warm driver lives on
+        stdout, stderr = run.communicate()
+        events, _, python = stderr.partition("Fatal Python error")
+        python = python.split("\nExtension modules:")[0]
+        pytest.fail(f"still running after {timeout:.0f} s; its log's end:\n{events[-3000:]}\n{jvms}\n{python}")
+    assert run.returncode == 0, stdout[-5000:] + stderr[-5000:]
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return children
+
+
+def _is(pid: int, program: str, word: bytes = b"") -> bool:
+    """Whether process `pid` runs `program` with `word` in its command line (False once it is gone)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").endswith(program) and word in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def jvm_threads(pid: int, frames: int = 10) -> str:
+    """The busy or blocked threads (idle pool threads left out, `frames` frames each) of every JVM under `pid` and
+    under the warm Spark drivers: where a run that does not end waits."""
+    children = _children()
+    drivers = [p for kids in children.values() for p in kids if _is(p, "", b"fruits_assets.spark.warm_driver")]
+    under, seen = [pid, *drivers], set()
+    while under:
+        seen.add(under[-1])
+        under.extend(c for c in children.get(under.pop(), []) if c not in seen)
+    ours = ("org.apache.spark", "io.delta", "org.apache.hadoop", "software.amazon", "py4j")
+    idle = ("getTask", ".take(", "SelectorImpl.select", "RedirectThread", "MonitorThread", "socketAccept")
+    idle += ("waitForCommands",)  # Py4J's connections waiting for the next call
+    dumps = []
+    for jvm in sorted(p for p in seen if _is(p, "/java")):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            dump = subprocess.run(["jcmd", str(jvm), "Thread.print"], capture_output=True, text=True, timeout=60).stdout
+            threads = [t for t in dump.split("\n\n") if any(o in t for o in ours) and not any(i in t for i in idle)]
+            dumps.append(f"JVM {jvm}:\n" + "\n".join(_brief(t, ours, frames) for t in threads)[-6000:])
+    return "\n".join(dumps)
+
+
+def _brief(thread: str, ours: tuple[str, ...], frames: int) -> str:
+    """A thread of a JVM's dump: its name and state, its top 3 frames, then only frames of `ours`."""
+    head, *stack = thread.splitlines()
+    kept = stack[:4] + [f for f in stack[4:] if any(o in f for o in ours)]
+    return "\n".join([head[:80], *kept[:frames]])
 
 
 def loopback_aws(endpoint: str, region: str) -> dict[str, str]:
