@@ -184,8 +184,9 @@ def jvm_threads(pid: int, frames: int = 10) -> str:
     idle += ("waitForCommands",)  # Py4J's connections waiting for the next call
     dumps = []
     for jvm in sorted(p for p in seen if _is(p, "/java")):
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            dump = subprocess.run(["jcmd", str(jvm), "Thread.print"], capture_output=True, text=True, timeout=60).stdout
+        with contextlib.suppress(OSError, subprocess.SubprocessError):  # gone since, or no jcmd: the rest still shows
+            jcmd = str(Path(os.readlink(f"/proc/{jvm}/exe")).with_name("jcmd"))  # the one of that very JVM
+            dump = subprocess.run([jcmd, str(jvm), "Thread.print"], capture_output=True, text=True, timeout=60).stdout
             threads = [t for t in dump.split("\n\n") if any(o in t for o in ours) and not any(i in t for i in idle)]
             dumps.append(f"JVM {jvm}:\n" + "\n".join(_brief(t, ours, frames) for t in threads)[-6000:])
     return "\n".join(dumps)
