@@ -56,3 +56,21 @@ def test_the_change_feed_plan_reads_and_removes_what_the_whole_comparison_does(s
     assert _paths(changes.before) == _paths(whole.before) == ["c", "e", "f"]  # what labeled held of them
     held = {r["path"]: r["_in_labeled"] for r in changes.todo.collect()}
     assert held == {"c": True, "d": False, "e": True}  # d, new, is appended; c and e merged
+
+
+def test_a_first_run_plans_what_comparing_with_empty_tables_would(spark, tmp_path):
+    raw = str(tmp_path / "raw_images")
+    rows = [("a", "1"), ("b", "1"), ("c", "error: forbidden")]  # a listing error is read (and rejected) too
+    listed = delta.read(spark, raw, _merge(spark, raw, _listing(spark, *rows), []))
+    labeled, rejected, features = _done(spark, [])
+
+    first = plan_ingest(spark, listed, None, None, None, 3, RECIPE, FEATURIZER, 2)
+    compared = plan_ingest(spark, listed, labeled, rejected, features, 3, RECIPE, FEATURIZER, 2)
+
+    assert _paths(first.todo) == _paths(compared.todo) == ["a", "b", "c"]
+    assert sorted(first.todo.collect()) == sorted(compared.todo.collect())  # the listing's columns and HELD's flags
+    assert _paths(first.touched) == _paths(compared.touched) == ["a", "b", "c"]
+    assert _paths(first.gone) == _paths(compared.gone) == _paths(first.before) == _paths(compared.before) == []
+    figures = ("todo_count", "listed", "kept", "removed", "duplicated")
+    assert [getattr(first, f) for f in figures] == [getattr(compared, f) for f in figures] == [3, 3, 0, 0, 0]
+    assert len(first.chunks) == len(compared.chunks) == 2

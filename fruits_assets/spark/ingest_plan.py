@@ -8,6 +8,8 @@ of the others. Anything else listed is read again: a new or changed file, one a
 killed run left half-committed, one whose read failed last time. Paths that any
 table holds and the listing no longer does are gone. The plan compares the tables at
 the versions it read them at, so what it decided does not move while chunks commit.
+When none of the three tables exists yet (a first run), every listed file is read and
+nothing is compared: no join, no Spark job.
 
 When the last complete screening left every listed file done and the tables as it
 committed them, the plan comes from what the listing's table changed since then (its
@@ -118,6 +120,8 @@ def plan_ingest(
 ) -> IngestPlan:
     """Compare the listing (`listed_rows` files) with the three tables, each read at a fixed version: what to read,
     in which chunks. A table holding a path twice shows as `duplicated` rows (the join multiplies them)."""
+    if labeled is None and rejected is None and features is None:
+        return _first_plan(spark, raw, listed_rows, chunk_files)
     lab = (
         labeled.select(
             "path",
@@ -180,6 +184,24 @@ def plan_ingest(
         removed=removed,
         chunks=chunk_ranges(todo, todo_count, chunk_files),
         duplicated=rows - listed_rows,
+    )
+
+
+def _first_plan(spark: SparkSession, raw: DataFrame, listed_rows: int, chunk_files: int) -> IngestPlan:
+    """No table exists yet: every listed file is to read and appended, none held, none gone. What the comparison
+    would find, without a join or a Spark job (the listing is read at its pinned version, so it does not move)."""
+    todo = raw.select(*raw.columns, *(F.lit(False).alias(flag) for flag in HELD))
+    return IngestPlan(
+        todo=todo,
+        gone=_empty(spark, "path string"),
+        touched=raw.select("path"),
+        before=_empty(spark, "path string, label string, split string, content_hash string"),
+        todo_count=listed_rows,
+        listed=listed_rows,
+        kept=0,
+        removed=0,
+        chunks=chunk_ranges(todo, listed_rows, chunk_files),
+        duplicated=0,
     )
 
 
