@@ -46,7 +46,7 @@ from fruits_assets.spark.ingest_plan import (
     plan_ingest,
     task_count,
 )
-from fruits_assets.spark.progress import job_description, progress_lines
+from fruits_assets.spark.progress import job_description, progress_lines, side_by_side
 from fruits_assets.spark.reconcile import (
     Totals,
     balanced,
@@ -294,9 +294,15 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
         rows = touched_rows(plan.touched, tables.read(RAW, raw.version), now[LABELED], now[REJECTED], now[FEATURES])
         rows = rows.persist(StorageLevel.DISK_ONLY)
         totals = Totals(raw.rows, final[LABELED].rows, final[REJECTED].rows, final[FEATURES].rows)
-        counts = partition_counts(totals, touched_counts(rows), plan.duplicated)
-        classes = _label_counts(now[LABELED], labeled_of(rows), plan, previous if chain_intact else None)
-        conflicts = _conflicts(now[LABELED], labeled_of(rows), plan, previous if chain_intact else None)
+        counts = partition_counts(totals, touched_counts(rows), plan.duplicated)  # `rows` computed, then reused
+        last = previous if chain_intact else None
+        classes, conflicts = side_by_side(  # small jobs, each leaving the cores idle between its stages
+            spark,
+            [
+                lambda: _label_counts(now[LABELED], labeled_of(rows), plan, last),
+                lambda: _conflicts(now[LABELED], labeled_of(rows), plan, last),
+            ],
+        )
     rows.unpersist()
     plan.release()
     verdicts = {

@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass, field
 
 from dagster import ConfigurableResource, ResourceDependency
-from pydantic import PrivateAttr
 from pyspark.ml import PipelineModel
+from pyspark.sql import SparkSession
 
 from fruits_assets.resources.guard import StorageGuard
 from fruits_assets.resources.locations import DataLocations
@@ -26,6 +26,8 @@ from fruits_assets.vision.digest import recipe_digest
 from fruits_assets.vision.storage import CURRENT
 
 MODELS = "models"
+# The versions this process wrote, by folder path: the Spark session their PipelineModel lives in, and the version.
+_WRITTEN: dict[str, tuple[SparkSession | None, "FittedModel"]] = {}
 
 
 def version_folder(made_from: dict) -> str:
@@ -51,13 +53,14 @@ class ModelStore(ConfigurableResource):
     """Versioned model folders under the storage root; a version written in this process is handed on as is.
 
     Loading a PipelineModel back costs a Spark job per stage's metadata: the steps
-    that follow in the same run get the object itself.
+    that follow in the same run, on the same Spark session, get the object itself.
+    Each step has its own instances of the resources, so what was written is kept by
+    the module (`_WRITTEN`), by folder: the same folder always holds the same version.
     """
 
     locations: ResourceDependency[DataLocations]
     pyspark: ResourceDependency[SparkResource]
     guard: ResourceDependency[StorageGuard]
-    _written: dict[str, FittedModel] = PrivateAttr(default_factory=dict)
 
     def _current(self, name: str) -> dict | None:
         data = self.locations.read(f"{self.locations.path_of(name)}/{CURRENT}")
@@ -73,23 +76,27 @@ class ModelStore(ConfigurableResource):
         current = self._current(name)
         return current["folder"] if current else None
 
+    def _version_path(self, name: str, folder: str | None) -> str | None:
+        folder = folder or self.current_folder(name)
+        return f"{self.locations.path_of(name)}/{folder}" if folder else None
+
     def file(self, name: str, file: str, folder: str | None = None) -> bytes | None:
         """A plain file of the current version (or of the version in `folder`); None if there is none."""
-        written = self._written.get(name)
-        if written is not None and folder in (None, written.folder):
-            return written.files.get(file)
-        folder = folder or self.current_folder(name)
-        return self.locations.read(f"{self.locations.path_of(name)}/{folder}/{file}") if folder else None
+        path = self._version_path(name, folder)
+        if path is None:
+            return None
+        written = _WRITTEN.get(path)
+        return written[1].files.get(file) if written is not None else self.locations.read(f"{path}/{file}")
 
     def load(self, name: str, folder: str | None = None) -> PipelineModel:
         """The Spark ML model of the current version (or of the version in `folder`)."""
-        written = self._written.get(name)
-        if written is not None and folder in (None, written.folder) and written.model is not None:
-            return written.model
-        folder = folder or self.current_folder(name)
-        if folder is None:
+        path = self._version_path(name, folder)
+        if path is None:
             raise FileNotFoundError(f"no {name} under {self.locations.storage_root}: materialize it first")
-        return PipelineModel.load(f"{self.locations.path_of(name)}/{folder}/model")
+        written = _WRITTEN.get(path)
+        if written is not None and written[1].model is not None and written[0] is self.pyspark.spark_session:
+            return written[1].model
+        return PipelineModel.load(f"{path}/model")
 
     def save(self, name: str, fitted: FittedModel) -> tuple[str, bool]:
         """Write a new version and make it current, unless the current one was made from the same inputs.
@@ -100,8 +107,10 @@ class ModelStore(ConfigurableResource):
         previous = self._current(name)
         if previous is not None and previous.get("made_from") == fitted.made_from:
             return f"{root}/{previous['folder']}", False
-        self._written[name] = fitted
         folder = fitted.folder
+        for path in [p for p in _WRITTEN if p.startswith(f"{root}/")]:
+            del _WRITTEN[path]  # one version kept per model: the last written
+        _WRITTEN[f"{root}/{folder}"] = (self.pyspark.spark_session if fitted.model is not None else None, fitted)
         self.guard.check()
         if fitted.model is not None:
             fitted.model.write().overwrite().save(f"{root}/{folder}/model")
