@@ -26,8 +26,9 @@ from fruits_assets.vision.digest import recipe_digest
 from fruits_assets.vision.storage import CURRENT
 
 MODELS = "models"
-# The versions this process wrote, by folder path: the Spark session their PipelineModel lives in, and the version.
-_WRITTEN: dict[str, tuple[SparkSession | None, "FittedModel"]] = {}
+# The last version of each model this process wrote: its folder's path, the Spark session its PipelineModel lives
+# in, and the version itself.
+_WRITTEN: dict[str, tuple[str, SparkSession | None, "FittedModel"]] = {}
 
 
 def version_folder(made_from: dict) -> str:
@@ -55,7 +56,8 @@ class ModelStore(ConfigurableResource):
     Loading a PipelineModel back costs a Spark job per stage's metadata: the steps
     that follow in the same run, on the same Spark session, get the object itself.
     Each step has its own instances of the resources, so what was written is kept by
-    the module (`_WRITTEN`), by folder: the same folder always holds the same version.
+    the module (`_WRITTEN`), the last version of each model only, with its folder: the
+    same folder always holds the same version.
     """
 
     locations: ResourceDependency[DataLocations]
@@ -76,6 +78,11 @@ class ModelStore(ConfigurableResource):
         current = self._current(name)
         return current["folder"] if current else None
 
+    @staticmethod
+    def _written(name: str, path: str) -> tuple[str, SparkSession | None, FittedModel] | None:
+        written = _WRITTEN.get(name)
+        return written if written is not None and written[0] == path else None
+
     def _version_path(self, name: str, folder: str | None) -> str | None:
         folder = folder or self.current_folder(name)
         return f"{self.locations.path_of(name)}/{folder}" if folder else None
@@ -85,17 +92,17 @@ class ModelStore(ConfigurableResource):
         path = self._version_path(name, folder)
         if path is None:
             return None
-        written = _WRITTEN.get(path)
-        return written[1].files.get(file) if written is not None else self.locations.read(f"{path}/{file}")
+        written = self._written(name, path)
+        return written[2].files.get(file) if written is not None else self.locations.read(f"{path}/{file}")
 
     def load(self, name: str, folder: str | None = None) -> PipelineModel:
         """The Spark ML model of the current version (or of the version in `folder`)."""
         path = self._version_path(name, folder)
         if path is None:
             raise FileNotFoundError(f"no {name} under {self.locations.storage_root}: materialize it first")
-        written = _WRITTEN.get(path)
-        if written is not None and written[1].model is not None and written[0] is self.pyspark.spark_session:
-            return written[1].model
+        written = self._written(name, path)
+        if written is not None and written[2].model is not None and written[1] is self.pyspark.spark_session:
+            return written[2].model
         return PipelineModel.load(f"{path}/model")
 
     def save(self, name: str, fitted: FittedModel) -> tuple[str, bool]:
@@ -108,9 +115,8 @@ class ModelStore(ConfigurableResource):
         if previous is not None and previous.get("made_from") == fitted.made_from:
             return f"{root}/{previous['folder']}", False
         folder = fitted.folder
-        for path in [p for p in _WRITTEN if p.startswith(f"{root}/")]:
-            del _WRITTEN[path]  # one version kept per model: the last written
-        _WRITTEN[f"{root}/{folder}"] = (self.pyspark.spark_session if fitted.model is not None else None, fitted)
+        session = self.pyspark.spark_session if fitted.model is not None else None
+        _WRITTEN[name] = (f"{root}/{folder}", session, fitted)
         self.guard.check()
         if fitted.model is not None:
             fitted.model.write().overwrite().save(f"{root}/{folder}/model")

@@ -9,7 +9,7 @@ killed run left half-committed, one whose read failed last time. Paths that any
 table holds and the listing no longer does are gone. The plan compares the tables at
 the versions it read them at, so what it decided does not move while chunks commit.
 When none of the three tables exists yet (a first run), every listed file is read and
-nothing is compared: no join, no Spark job.
+nothing is compared: no join.
 
 When the last complete screening left every listed file done and the tables as it
 committed them, the plan comes from what the listing's table changed since then (its
@@ -189,7 +189,7 @@ def plan_ingest(
 
 def _first_plan(spark: SparkSession, raw: DataFrame, listed_rows: int, chunk_files: int) -> IngestPlan:
     """No table exists yet: every listed file is to read and appended, none held, none gone. What the comparison
-    would find, without a join or a Spark job (the listing is read at its pinned version, so it does not move)."""
+    would find, without a join (the listing is read at its pinned version, so it does not move)."""
     todo = raw.select(*raw.columns, *(F.lit(False).alias(flag) for flag in HELD))
     return IngestPlan(
         todo=todo,
