@@ -7,6 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from dagster import AssetCheckSeverity
+from pyspark.ml import PipelineModel
+
+from fruits_assets.spark.pca import project
 
 from .conftest import run_graph, table, table_id, write_tree
 
@@ -134,6 +137,20 @@ def test_csv_round_trips_awkward_labels_with_configured_k(run):
     assert means.max() - means.min() > csv.groupby("label")["pc_1"].std().max()
     made_from = json.loads((storage / "pca_features.csv.json").read_text())
     assert made_from == {"pca_features": {"table_id": table_id(storage / "pca_features"), "version": 0}}
+
+
+def test_the_stored_pca_model_loads_back_and_projects_as_the_stored_table(run, spark):
+    """The projection ran on the model object its step was handed in process: the folder written must hold it."""
+    _, storage, _ = run
+    current = json.loads((storage / "pca_model" / "current.json").read_text())
+    model = PipelineModel.load(str(storage / "pca_model" / current["folder"] / "model"))
+    features = spark.read.format("delta").load(str(storage / "mobilenet_features"))
+    again = project(model, features).toPandas().sort_values("path", ignore_index=True)
+    stored = table(storage / "pca_features").sort_values("path", ignore_index=True)
+    pcs = ["pc_1", "pc_2", "pc_3"]
+    assert list(again.columns) == list(stored.columns) == ["path", "label", "split", *pcs]
+    assert again["path"].tolist() == stored["path"].tolist()
+    np.testing.assert_allclose(again[pcs].to_numpy(), stored[pcs].to_numpy(), rtol=1e-12, atol=1e-12)
 
 
 def _first_failure(images_root: Path, storage: Path) -> str:

@@ -290,21 +290,23 @@ def _screen(context, config, pyspark, tables, locations, raw, states, made_from,
     timings = {**counters.values(), "compute_seconds": time.perf_counter() - began}
     final = {name: tables.state(name) for name in OUTPUT_TABLES}
     now = {name: tables.read(name) for name in OUTPUT_TABLES}
-    with job_description(spark, "screen_and_featurize: account for every file"):
-        rows = touched_rows(plan.touched, tables.read(RAW, raw.version), now[LABELED], now[REJECTED], now[FEATURES])
-        rows = rows.persist(StorageLevel.DISK_ONLY)
-        totals = Totals(raw.rows, final[LABELED].rows, final[REJECTED].rows, final[FEATURES].rows)
-        counts = partition_counts(totals, touched_counts(rows), plan.duplicated)  # `rows` computed, then reused
-        last = previous if chain_intact else None
-        classes, conflicts = side_by_side(  # small jobs, each leaving the cores idle between its stages
-            spark,
-            [
-                lambda: _label_counts(now[LABELED], labeled_of(rows), plan, last),
-                lambda: _conflicts(now[LABELED], labeled_of(rows), plan, last),
-            ],
-        )
-    rows.unpersist()
-    plan.release()
+    rows = touched_rows(plan.touched, tables.read(RAW, raw.version), now[LABELED], now[REJECTED], now[FEATURES])
+    try:  # on a warm driver, what a failed step cached would outlive it
+        with job_description(spark, "screen_and_featurize: account for every file"):
+            rows = rows.persist(StorageLevel.DISK_ONLY)
+            totals = Totals(raw.rows, final[LABELED].rows, final[REJECTED].rows, final[FEATURES].rows)
+            counts = partition_counts(totals, touched_counts(rows), plan.duplicated)  # `rows` computed, then reused
+            last = previous if chain_intact else None
+            classes, conflicts = side_by_side(  # small jobs, each leaving the cores idle between its stages
+                spark,
+                [
+                    lambda: _label_counts(now[LABELED], labeled_of(rows), plan, last),
+                    lambda: _conflicts(now[LABELED], labeled_of(rows), plan, last),
+                ],
+            )
+    finally:
+        rows.unpersist()
+        plan.release()
     verdicts = {
         check: CheckVerdict(balanced(counts[check], names), counts[check]) for check, names in PARTITIONS.items()
     }

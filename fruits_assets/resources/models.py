@@ -13,11 +13,11 @@ previous one are removed.
 """
 
 import json
+import weakref
 from dataclasses import dataclass, field
 
 from dagster import ConfigurableResource, ResourceDependency
 from pyspark.ml import PipelineModel
-from pyspark.sql import SparkSession
 
 from fruits_assets.resources.guard import StorageGuard
 from fruits_assets.resources.locations import DataLocations
@@ -26,9 +26,9 @@ from fruits_assets.vision.digest import recipe_digest
 from fruits_assets.vision.storage import CURRENT
 
 MODELS = "models"
-# The last version of each model this process wrote: its folder's path, the Spark session its PipelineModel lives
-# in, and the version itself.
-_WRITTEN: dict[str, tuple[str, SparkSession | None, "FittedModel"]] = {}
+# The last version of each model this process wrote and made current: its folder's path, the Spark session its
+# PipelineModel lives in (weakly: a stopped session is not kept alive for it), and the version itself.
+_WRITTEN: dict[str, tuple[str, weakref.ref | None, "FittedModel"]] = {}
 
 
 def version_folder(made_from: dict) -> str:
@@ -79,7 +79,7 @@ class ModelStore(ConfigurableResource):
         return current["folder"] if current else None
 
     @staticmethod
-    def _written(name: str, path: str) -> tuple[str, SparkSession | None, FittedModel] | None:
+    def _written(name: str, path: str) -> tuple[str, weakref.ref | None, FittedModel] | None:
         written = _WRITTEN.get(name)
         return written if written is not None and written[0] == path else None
 
@@ -101,7 +101,7 @@ class ModelStore(ConfigurableResource):
         if path is None:
             raise FileNotFoundError(f"no {name} under {self.locations.storage_root}: materialize it first")
         written = self._written(name, path)
-        if written is not None and written[2].model is not None and written[1] is self.pyspark.spark_session:
+        if written is not None and written[1] is not None and written[1]() is self.pyspark.spark_session:
             return written[2].model
         return PipelineModel.load(f"{path}/model")
 
@@ -115,8 +115,6 @@ class ModelStore(ConfigurableResource):
         if previous is not None and previous.get("made_from") == fitted.made_from:
             return f"{root}/{previous['folder']}", False
         folder = fitted.folder
-        session = self.pyspark.spark_session if fitted.model is not None else None
-        _WRITTEN[name] = (f"{root}/{folder}", session, fitted)
         self.guard.check()
         if fitted.model is not None:
             fitted.model.write().overwrite().save(f"{root}/{folder}/model")
@@ -125,6 +123,8 @@ class ModelStore(ConfigurableResource):
         self.guard.check()
         current = {"folder": folder, "made_from": fitted.made_from}
         self.locations.write(f"{root}/{CURRENT}", json.dumps(current, sort_keys=True).encode())
+        session = weakref.ref(self.pyspark.spark_session) if fitted.model is not None else None
+        _WRITTEN[name] = (f"{root}/{folder}", session, fitted)  # only once whole and current
         self.guard.committed(name)
         keep = {folder, CURRENT} | ({previous["folder"]} if previous else set())
         for stale in set(self.locations.names(root)) - keep:
