@@ -10,6 +10,9 @@ count (absolute timings drift between machines and runs). Measured:
   with nothing new, a rerun after adding 1% new images and one after removing them
   again (a merge that deletes in every folder); at 40,000, also every
   asset (`--select '*'`) on fresh storage and its rerun after adding the same 1%;
+- the runs whose ratio is a fixed cost against a full run (`Test` on the warm driver,
+  the +1% reruns) `REPEATS` times: the first and the median are reported, with every
+  sample, as the same run varies by up to a fifth from one minute to the next here;
 - the bare engine (the model alone, as the workers run it) and decoding alone.
 
     python bench/bench.py [--sizes 20000 40000 200000] [--whole-graph-sizes 40000] [--skip-seed]
@@ -23,6 +26,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +49,7 @@ CORPORA = ROOT / "build" / "bench"
 WARM = "FRUITS_SPARK_KEEP_WARM_SECONDS"
 STEP_NAMES = ("raw_images", "screen_and_featurize", "pca_model", "project_features")  # the feature pipeline's
 # the runs of a size besides its full run, whose steps the report lists (the whole-graph ones where measured)
+REPEATS = 3  # samples of the short runs whose ratios are reported as medians
 RERUNS = ("unchanged", "one_percent_added", "one_percent_removed", "whole_graph_full", "whole_graph_one_percent_added")
 
 
@@ -297,17 +302,26 @@ def size_runs(size: int, work: Path, workers: int, whole_graph: bool) -> dict:
     storage, home = work / f"storage-{size}", work / f"home-{size}"
     runs = {"full": materialize(images, storage, home / "full")}
     runs["unchanged"] = materialize(images, storage, home / "unchanged")
-    with _added(extra, images) as added:
-        runs["one_percent_added"] = materialize(images, storage, home / "added")
+    added_runs, removed_runs = [], []
+    for i in range(REPEATS):  # the same 1% added, then gone again (a merge that deletes rows in every folder)
+        with _added(extra, images) as added:
+            added_runs.append(materialize(images, storage, home / f"added-{i}"))
+        removed_runs.append(materialize(images, storage, home / f"removed-{i}"))
     runs["added"] = added
-    # the same 1% gone again: a merge that deletes rows in every folder, what it rewrites of the table
-    runs["one_percent_removed"] = materialize(images, storage, home / "removed")
+    runs["one_percent_added"], runs["one_percent_removed"] = added_runs[0], removed_runs[0]
+    runs["one_percent_added_seconds"] = [r["seconds"] for r in added_runs]
+    runs["one_percent_removed_seconds"] = [r["seconds"] for r in removed_runs]
     shutil.rmtree(storage)
     if whole_graph:
-        storage = work / f"storage-{size}-all"
+        storage, whole_added = work / f"storage-{size}-all", []
         runs["whole_graph_full"] = materialize(images, storage, home / "all-full", "*")
-        with _added(extra, images):
-            runs["whole_graph_one_percent_added"] = materialize(images, storage, home / "all-added", "*")
+        for i in range(REPEATS):
+            with _added(extra, images):
+                whole_added.append(materialize(images, storage, home / f"all-added-{i}", "*"))
+            if i + 1 < REPEATS:
+                materialize(images, storage, home / f"all-removed-{i}", "*")
+        runs["whole_graph_one_percent_added"] = whole_added[0]
+        runs["whole_graph_one_percent_added_seconds"] = [r["seconds"] for r in whole_added]
         shutil.rmtree(storage)
     return runs
 
@@ -377,6 +391,10 @@ def main() -> None:
         )
         results["test_first"] = materialize(args.images.resolve(), work / "test-first", work / "test-first-home")
         results["test"] = materialize(args.images.resolve(), work / "test-storage", work / "test-home")
+        results["test_seconds"] = [results["test"]["seconds"]] + [
+            materialize(args.images.resolve(), work / f"test-again-{i}", work / f"test-again-home-{i}")["seconds"]
+            for i in range(1, REPEATS)
+        ]
         everything = materialize(args.images.resolve(), work / "test-storage", work / "test-home-all", "*")
         results["classification_steps"] = {k: v for k, v in everything["steps"].items() if k not in STEP_NAMES}
         for size in args.sizes:
@@ -444,12 +462,14 @@ def report(r: dict, workers: int) -> None:
     for size, runs in r["sizes"].items():
         full, added, unchanged = runs["full"], runs["one_percent_added"], runs["unchanged"]
         print(f"  feature pipeline, {size} / bare engine (img/s):  {full['img_per_s'] / bare:.2f}")
-        print(f"  rerun after adding 1%, {size} / full run (s):    {added['seconds'] / full['seconds']:.2f}")
+        samples = runs.get("one_percent_added_seconds", [added["seconds"]])
+        print(f"  rerun after adding 1%, {size} / full run (s):    {_ratios(samples, full['seconds'])}")
         print(f"  rerun with nothing new, {size} / full run (s):   {unchanged['seconds'] / full['seconds']:.2f}")
         if "whole_graph_full" in runs:
             whole, whole_added = runs["whole_graph_full"], runs["whole_graph_one_percent_added"]
-            ratio = whole_added["seconds"] / whole["seconds"]
-            print(f"  every asset, rerun after adding 1%, {size} / its full run (s): {ratio:.2f}")
+            samples = runs.get("whole_graph_one_percent_added_seconds", [whole_added["seconds"]])
+            ratios = _ratios(samples, whole["seconds"])
+            print(f"  every asset, rerun after adding 1%, {size} / its full run (s): {ratios}")
     if r["sizes"]:
         largest, test = r["sizes"][str(max(int(k) for k in r["sizes"]))]["full"], r["test"]
         pss, rss = largest["peak_pss_gb"] / test["peak_pss_gb"], largest["peak_rss_gb"] / test["peak_rss_gb"]
@@ -459,6 +479,10 @@ def report(r: dict, workers: int) -> None:
         for name, run in (("warm driver", r["test"]), ("a JVM of its own", r["test_own_jvm"])):
             speedup = run["img_per_s"] / r["seed"]["img_per_s"]
             print(f"  feature pipeline ({name}) / seed notebook, Test (img/s):  {speedup:.1f}x")
+        if len(r.get("test_seconds", [])) > 1:
+            samples = ", ".join(f"{x:.1f}" for x in r["test_seconds"])
+            speedup = r["seed"]["seconds"] / statistics.median(r["test_seconds"])
+            print(f"  feature pipeline (warm driver, median of {samples} s) / seed notebook:  {speedup:.1f}x")
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in r["classification_steps"].items())
     print(f"classification, Test, on the features above (a second run, `--select '*'`): {steps}")
     for name, run in [("Test", r["test"])] + [(f"{k} images", v["full"]) for k, v in r["sizes"].items()]:
@@ -475,6 +499,14 @@ def report(r: dict, workers: int) -> None:
             steps = ", ".join(f"{k} {v:.1f} s" for k, v in run["steps"].items())
             print(f"{name.replace('_', ' ')}, {size}: {steps}")
         print(f"mobilenet_features, {size}: " + merge_figures(runs))
+
+
+def _ratios(samples: list[float], full: float) -> str:
+    """The first sample's ratio to `full`, and the median's when there are several."""
+    if len(samples) == 1:
+        return f"{samples[0] / full:.2f}"
+    seconds = ", ".join(f"{x:.1f}" for x in samples)
+    return f"{samples[0] / full:.2f}; median {statistics.median(samples) / full:.2f} ({seconds} s)"
 
 
 def merge_figures(runs: dict) -> str:
