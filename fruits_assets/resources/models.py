@@ -15,6 +15,7 @@ previous one are removed.
 import json
 import weakref
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dagster import ConfigurableResource, ResourceDependency
 from pyspark.ml import PipelineModel
@@ -26,9 +27,6 @@ from fruits_assets.vision.digest import recipe_digest
 from fruits_assets.vision.storage import CURRENT
 
 MODELS = "models"
-# The last version of each model this process wrote and made current: its folder's path, the Spark session its
-# PipelineModel lives in (weakly: a stopped session is not kept alive for it), and the version itself.
-_WRITTEN: dict[str, tuple[str, weakref.ref | None, "FittedModel"]] = {}
 
 
 def version_folder(made_from: dict) -> str:
@@ -48,6 +46,18 @@ class FittedModel:
     @property
     def folder(self) -> str:
         return version_folder(self.made_from)
+
+
+class _Written(NamedTuple):
+    """A version this process wrote and made current: its folder's path, the Spark session its PipelineModel lives
+    in (weakly: a stopped session is not kept alive for it; None without one), and the version itself."""
+
+    path: str
+    session: weakref.ref | None
+    version: FittedModel
+
+
+_WRITTEN: dict[str, _Written] = {}  # by model name: the last version of each this process wrote
 
 
 class ModelStore(ConfigurableResource):
@@ -79,9 +89,9 @@ class ModelStore(ConfigurableResource):
         return current["folder"] if current else None
 
     @staticmethod
-    def _written(name: str, path: str) -> tuple[str, weakref.ref | None, FittedModel] | None:
+    def _written(name: str, path: str) -> _Written | None:
         written = _WRITTEN.get(name)
-        return written if written is not None and written[0] == path else None
+        return written if written is not None and written.path == path else None
 
     def _version_path(self, name: str, folder: str | None) -> str | None:
         folder = folder or self.current_folder(name)
@@ -93,7 +103,7 @@ class ModelStore(ConfigurableResource):
         if path is None:
             return None
         written = self._written(name, path)
-        return written[2].files.get(file) if written is not None else self.locations.read(f"{path}/{file}")
+        return written.version.files.get(file) if written is not None else self.locations.read(f"{path}/{file}")
 
     def load(self, name: str, folder: str | None = None) -> PipelineModel:
         """The Spark ML model of the current version (or of the version in `folder`)."""
@@ -101,8 +111,8 @@ class ModelStore(ConfigurableResource):
         if path is None:
             raise FileNotFoundError(f"no {name} under {self.locations.storage_root}: materialize it first")
         written = self._written(name, path)
-        if written is not None and written[1] is not None and written[1]() is self.pyspark.spark_session:
-            return written[2].model
+        if written is not None and written.session is not None and written.session() is self.pyspark.spark_session:
+            return written.version.model
         return PipelineModel.load(f"{path}/model")
 
     def save(self, name: str, fitted: FittedModel) -> tuple[str, bool]:
@@ -124,7 +134,7 @@ class ModelStore(ConfigurableResource):
         current = {"folder": folder, "made_from": fitted.made_from}
         self.locations.write(f"{root}/{CURRENT}", json.dumps(current, sort_keys=True).encode())
         session = weakref.ref(self.pyspark.spark_session) if fitted.model is not None else None
-        _WRITTEN[name] = (f"{root}/{folder}", session, fitted)  # only once whole and current
+        _WRITTEN[name] = _Written(f"{root}/{folder}", session, fitted)  # only once whole and current
         self.guard.committed(name)
         keep = {folder, CURRENT} | ({previous["folder"]} if previous else set())
         for stale in set(self.locations.names(root)) - keep:
