@@ -302,28 +302,35 @@ def size_runs(size: int, work: Path, workers: int, whole_graph: bool) -> dict:
     storage, home = work / f"storage-{size}", work / f"home-{size}"
     runs = {"full": materialize(images, storage, home / "full")}
     runs["unchanged"] = materialize(images, storage, home / "unchanged")
-    added_runs, removed_runs = [], []
-    for i in range(REPEATS):  # the same 1% added, then gone again (a merge that deletes rows in every folder)
-        with _added(extra, images) as added:
-            added_runs.append(materialize(images, storage, home / f"added-{i}"))
-        removed_runs.append(materialize(images, storage, home / f"removed-{i}"))
+    added_runs, removed_runs, added = _one_percent_cycles(images, extra, storage, home, FEATURE_PIPELINE, True)
     runs["added"] = added
     runs["one_percent_added"], runs["one_percent_removed"] = added_runs[0], removed_runs[0]
     runs["one_percent_added_seconds"] = [r["seconds"] for r in added_runs]
     runs["one_percent_removed_seconds"] = [r["seconds"] for r in removed_runs]
     shutil.rmtree(storage)
     if whole_graph:
-        storage, whole_added = work / f"storage-{size}-all", []
+        storage = work / f"storage-{size}-all"
         runs["whole_graph_full"] = materialize(images, storage, home / "all-full", "*")
-        for i in range(REPEATS):
-            with _added(extra, images):
-                whole_added.append(materialize(images, storage, home / f"all-added-{i}", "*"))
-            if i + 1 < REPEATS:
-                materialize(images, storage, home / f"all-removed-{i}", "*")
+        whole_added, _, _ = _one_percent_cycles(images, extra, storage, home / "all", "*", False)
         runs["whole_graph_one_percent_added"] = whole_added[0]
         runs["whole_graph_one_percent_added_seconds"] = [r["seconds"] for r in whole_added]
         shutil.rmtree(storage)
     return runs
+
+
+def _one_percent_cycles(
+    images: Path, extra: Path, storage: Path, home: Path, select: str, last_removed: bool
+) -> tuple[list[dict], list[dict], int]:
+    """`REPEATS` times: the 1% added and a rerun, then gone again and a rerun (a merge that deletes rows in every
+    folder; after the last cycle only if `last_removed`). The added runs, the removed runs, the images added."""
+    added_runs: list[dict] = []
+    removed_runs: list[dict] = []
+    for i in range(REPEATS):
+        with _added(extra, images) as added:
+            added_runs.append(materialize(images, storage, home / f"added-{i}", select))
+        if last_removed or i + 1 < REPEATS:
+            removed_runs.append(materialize(images, storage, home / f"removed-{i}", select))
+    return added_runs, removed_runs, added
 
 
 @contextlib.contextmanager
