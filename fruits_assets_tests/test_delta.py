@@ -1,7 +1,11 @@
 """Delta tables: merged changes, one commit each, none when nothing changed; what a commit did read from the log
 by delta-rs (no Spark); every version readable; tables clustered by path and compacted."""
 
+import uuid
+
 from deltalake import DeltaTable
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
 
 from fruits_assets.spark import delta
 from fruits_assets.spark.delta import Changes
@@ -49,6 +53,20 @@ def test_a_replacement_records_what_it_was_made_from_in_its_commit_readable_with
     again = delta.overwrite(spark, path, _rows(spark, ("a", 2)), {"features": {"version": 4}}, {})
     assert again.state.version == made.state.version + 1 and table(path).values.tolist() == [["a", 2]]
     assert table_state(path).user_metadata["made_from"] == {"features": {"version": 4}}
+
+
+def test_rows_persisted_before_a_replacement_are_read_from_the_cache_after_it(spark, tmp_path):
+    """A caller persists rows to use them again after writing them (the projection, for its CSV): neither creating
+    the table nor replacing it may drop them from the cache, or they would be computed again."""
+    path = str(tmp_path / "t")
+    fresh = F.udf(lambda: uuid.uuid4().hex, "string").asNondeterministic()  # new values each time it is computed
+    for _ in ("created", "replaced"):
+        rows = spark.range(3).select(F.col("id").cast("string").alias("path"), fresh().alias("v"))
+        rows = rows.persist(StorageLevel.DISK_ONLY)
+        delta.overwrite(spark, path, rows, None, {})
+        assert rows.storageLevel == StorageLevel.DISK_ONLY
+        assert sorted(map(tuple, rows.collect())) == sorted(map(tuple, table(path).values.tolist()))
+        rows.unpersist()
 
 
 def test_change_data_feed_gives_what_a_version_added_and_removed(spark, tmp_path):

@@ -112,7 +112,10 @@ def _create_as(spark: SparkSession, path: str, rows: DataFrame) -> None:
     """The table made from `rows` in one commit (its version 0), clustered by path, with the project's
     properties."""
     view = f"fruits_rows_{uuid.uuid4().hex}"
-    rows.createOrReplaceTempView(view)
+    # Dropping a view uncaches every cached plan that is the view's, a trivial projection of it included: the
+    # view is a filter over `rows`, so rows the caller persisted for after the write stay cached (the optimizer
+    # removes the filter).
+    rows.filter(F.lit(True)).createOrReplaceTempView(view)
     properties = ", ".join(f"'{name}' = '{value}'" for name, value in PROPERTIES.items())
     try:
         spark.sql(
