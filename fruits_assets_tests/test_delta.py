@@ -37,6 +37,27 @@ def test_changes_are_merged_by_path_in_one_commit_and_old_versions_stay_readable
     assert before.values.tolist() == [["a", 1], ["b", 2], ["c", 3]]
 
 
+def test_each_version_reads_as_deltas_own_reader_reads_it_under_a_root_named_with_glob_characters(spark, tmp_path):
+    """`read` takes a version's files from the log: the same rows and schema as Delta's reader, whatever the
+    commits did (rows merged into rewritten files, deleted down to no file, the schema replaced)."""
+    path = str(tmp_path / "a [b]{c}*" / "t")
+    assert delta.read(spark, path) is None
+    _merge(spark, path, _rows(spark, ("a", 1), ("b", 2), ("c", 3)), _rows(spark))
+    _merge(spark, path, _rows(spark, ("b", 20), ("d", 4)), _rows(spark, ("c", 0)))
+    _merge(spark, path, _rows(spark), _rows(spark, ("a", 0), ("b", 0), ("d", 0)))
+    replaced = spark.createDataFrame([("e", 5.0, [1.0])], "path string, w double, f array<float>")
+    delta.overwrite(spark, path, replaced, None, {})
+    versions = range(table_state(path).version + 1)
+    assert len(versions) == 4
+    for version in versions:
+        ours = delta.read(spark, path, version)
+        theirs = spark.read.format("delta").option("versionAsOf", version).load(path)
+        assert ours.schema.simpleString() == theirs.schema.simpleString()
+        assert sorted(map(tuple, ours.collect())) == sorted(map(tuple, theirs.collect()))
+    assert [delta.read(spark, path, v).count() for v in versions] == [3, 3, 0, 1]
+    assert delta.read(spark, path).collect() == delta.read(spark, path, 3).collect()
+
+
 def test_a_key_upserted_and_deleted_is_upserted_and_nothing_to_change_makes_no_commit(spark, tmp_path):
     path = str(tmp_path / "t")
     _merge(spark, path, _rows(spark, ("a", 1)), _rows(spark))

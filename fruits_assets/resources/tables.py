@@ -42,7 +42,7 @@ class DeltaTables(ConfigurableResource):
         return read_columns(self.path(name), columns, self.locations.delta_options)
 
     def read(self, name: str, version: int | None = None) -> DataFrame | None:
-        return delta.read(self.pyspark.spark_session, self.path(name), version)
+        return delta.read(self.pyspark.spark_session, self.path(name), version, self.locations.delta_options)
 
     def merge(self, name: str, changes: Changes, made_from: dict | None = None) -> Commit:
         """Merge `changes` by path in one commit, once the guard says this run still holds the storage root."""

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
-from fruits_assets.vision.delta_log import TableState, table_state
+from fruits_assets.vision.delta_log import TableState, table_state, version_files
 
 RETENTION_HOURS = 168  # previous versions stay readable (time travel) for a week, then their files go
 MAINTAIN_EVERY = 10  # versions: compaction and vacuum list the table's files, not worth doing at every commit
@@ -37,6 +38,7 @@ PROPERTIES = {
     "delta.logRetentionDuration": "interval 30 days",
 }
 CLUSTER_BY = "path"
+_GLOB = set("{}[]*?\\")
 _DELETE = "_delete"
 
 
@@ -80,12 +82,30 @@ def exists(spark: SparkSession, path: str) -> bool:
     return bool(DeltaTable.isDeltaTable(spark, path))
 
 
-def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame | None:
-    """The table at `path` (at `version`, or its latest); None if there is no table there yet."""
-    if not exists(spark, path):
+def read(
+    spark: SparkSession, path: str, version: int | None = None, options: Mapping[str, str] | None = None
+) -> DataFrame | None:
+    """The table at `path` (at `version`, or its latest); None if there is no table there yet.
+
+    Read as the Parquet files its log lists for that version (delta-rs, `options` its
+    storage options), with the table's schema: the same rows as Delta's reader (no
+    deletion vectors, no column mapping, no partitions), without the two Spark jobs
+    Delta runs to rebuild each new version's state, which cost more than reading a
+    small table (0.5 s against 0.15 s on 2 cores).
+    """
+    listed = version_files(path, version, options)
+    if listed is None:
         return None
-    reader = spark.read.format("delta")
-    return (reader.option("versionAsOf", version) if version is not None else reader).load(path)
+    schema = StructType.fromJson(json.loads(listed.schema_json))
+    if not listed.files:
+        return spark.createDataFrame([], schema)
+    root = _literal(path.rstrip("/"))
+    return spark.read.schema(schema).parquet(*(f"{root}/{_literal(file)}" for file in listed.files))
+
+
+def _literal(path: str) -> str:
+    """`path` with Hadoop's glob characters escaped: Spark expands globs in the paths it is given to read."""
+    return "".join("\\" + ch if ch in _GLOB else ch for ch in path)
 
 
 @contextmanager

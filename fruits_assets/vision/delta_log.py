@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 PREVIEW_BUFFER_BYTES = 1 << 16  # a preview reads its file this much at a time
 
@@ -69,6 +70,28 @@ def table_state(uri: str, options: Mapping[str, str] | None = None) -> TableStat
         operation=str(last.get("operation", "")),
         operation_metrics=metrics,
     )
+
+
+@dataclass(frozen=True)
+class VersionFiles:
+    """One version of a table as a reader needs it: its schema (Spark's JSON form, as Delta stores it) and its
+    data files, relative to the table's root."""
+
+    version: int
+    schema_json: str
+    files: list[str]
+
+
+def version_files(uri: str, version: int | None, options: Mapping[str, str] | None = None) -> VersionFiles | None:
+    """The data files of `version` (or the latest) of the table at `uri`, from its log; None without a table."""
+    table = _table(uri, options)
+    if table is None:
+        return None
+    if version is not None:
+        table.load_as_version(version)
+    actions = table.get_add_actions(flatten=True)
+    files = [unquote(path) for path in actions.column("path").to_pylist()] if actions.num_rows else []
+    return VersionFiles(table.version(), table.schema().to_json(), files)
 
 
 def commit_times(uri: str, options: Mapping[str, str] | None, from_version: int) -> list[float]:
