@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from fruits_assets.spark import delta
 from fruits_assets.spark.delta import Changes
-from fruits_assets.vision.delta_log import preview_markdown, table_state
+from fruits_assets.vision.delta_log import preview_markdown, table_state, version_files
 
 from .conftest import table
 
@@ -52,10 +52,29 @@ def test_each_version_reads_as_deltas_own_reader_reads_it_under_a_root_named_wit
     for version in versions:
         ours = delta.read(spark, path, version)
         theirs = spark.read.format("delta").option("versionAsOf", version).load(path)
-        assert ours.schema.simpleString() == theirs.schema.simpleString()
+        assert ours.schema == theirs.schema
         assert sorted(map(tuple, ours.collect())) == sorted(map(tuple, theirs.collect()))
     assert [delta.read(spark, path, v).count() for v in versions] == [3, 3, 0, 1]
     assert delta.read(spark, path).collect() == delta.read(spark, path, 3).collect()
+
+
+def test_versions_their_files_alone_do_not_give_are_read_by_deltas_reader(spark, tmp_path):
+    """A version of more files than Spark lists without a job, or one with deletion vectors (rows its files still
+    hold), reads as Delta's reader reads it."""
+    many = str(tmp_path / "many")
+    n = delta.DIRECT_READ_FILES + 8
+    rows = spark.range(0, n, 1, n).select(F.col("id").cast("string").alias("path"), F.col("id").alias("v"))
+    delta.overwrite(spark, many, rows, None, {})  # a file per partition, a row each
+    assert table_state(many).files > delta.DIRECT_READ_FILES
+    assert sorted(map(tuple, delta.read(spark, many).collect())) == sorted(map(tuple, rows.collect()))
+    vectors = str(tmp_path / "vectors")
+    spark.sql(
+        f"CREATE TABLE delta.`{vectors}` (k BIGINT) USING delta TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
+    )
+    spark.range(10).withColumnRenamed("id", "k").coalesce(1).write.format("delta").mode("append").save(vectors)
+    spark.sql(f"DELETE FROM delta.`{vectors}` WHERE k < 3")
+    assert version_files(vectors, None).files is None
+    assert sorted(r.k for r in delta.read(spark, vectors).collect()) == list(range(3, 10))
 
 
 def test_a_key_upserted_and_deleted_is_upserted_and_nothing_to_change_makes_no_commit(spark, tmp_path):

@@ -37,12 +37,12 @@ class TableState:
         return {"table_id": self.table_id, "version": self.version}
 
 
-def _table(uri: str, options: Mapping[str, str] | None):
+def _table(uri: str, options: Mapping[str, str] | None, version: int | None = None):
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(uri, storage_options=dict(options or {}))
+        return DeltaTable(uri, version=version, storage_options=dict(options or {}))
     except TableNotFoundError:
         return None
 
@@ -74,24 +74,26 @@ def table_state(uri: str, options: Mapping[str, str] | None = None) -> TableStat
 
 @dataclass(frozen=True)
 class VersionFiles:
-    """One version of a table as a reader needs it: its schema (Spark's JSON form, as Delta stores it) and its
-    data files, relative to the table's root."""
+    """One version of a table as a Parquet reader needs it: its schema (Spark's JSON form, as Delta stores it)
+    and its data files, relative to the table's root. `files` is None when the files alone do not hold the
+    version's rows: deletion vectors, column mapping, or a file outside the table."""
 
     version: int
     schema_json: str
-    files: list[str]
+    files: list[str] | None
 
 
 def version_files(uri: str, version: int | None, options: Mapping[str, str] | None = None) -> VersionFiles | None:
     """The data files of `version` (or the latest) of the table at `uri`, from its log; None without a table."""
-    table = _table(uri, options)
+    table = _table(uri, options, version)
     if table is None:
         return None
-    if version is not None:
-        table.load_as_version(version)
-    actions = table.get_add_actions(flatten=True)
+    actions = table.get_add_actions(flatten=False)
     files = [unquote(path) for path in actions.column("path").to_pylist()] if actions.num_rows else []
-    return VersionFiles(table.version(), table.schema().to_json(), files)
+    vectors = "deletionVectors" in (table.protocol().reader_features or [])
+    mapped = table.metadata().configuration.get("delta.columnMapping.mode", "none") != "none"
+    outside = any("://" in path or path.startswith("/") for path in files)
+    return VersionFiles(table.version(), table.schema().to_json(), None if vectors or mapped or outside else files)
 
 
 def commit_times(uri: str, options: Mapping[str, str] | None, from_version: int) -> list[float]:
