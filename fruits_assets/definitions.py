@@ -41,7 +41,14 @@ from fruits_assets.resources.s3 import EncryptedS3Resource
 from fruits_assets.resources.spark_resource import PYSPARK, STEP_LAUNCHER, SparkResource
 from fruits_assets.resources.tables import TABLES, DeltaTables
 from fruits_assets.settings import Settings
-from fruits_assets.spark.config import app_config, cluster_config, jars_config, local_config, s3a_config
+from fruits_assets.spark.config import (
+    app_config,
+    cluster_config,
+    file_system_config,
+    jars_config,
+    local_config,
+    s3a_config,
+)
 
 ASSET_MODULES = [images, features, pca, classification]
 # The feature pipeline, images to the CSV, without the classifier and the phone's model (`--select` syntax).
@@ -51,10 +58,12 @@ NO_STEP_LAUNCHER = ResourceDefinition.none_resource(description="Every step runs
 
 def _spark(settings: Settings, deployment_config: dict[str, str]) -> SparkResource:
     """The session of a deployment run from here: the app's settings, the deployment's, Delta's jars, and
-    S3A's where the data is on S3."""
+    S3A's where the data is on S3 (else the file system's)."""
     config = app_config(settings.worker_python, driver_python=sys.executable) | deployment_config
     if settings.needs_s3:
         config |= s3a_config(settings.aws_endpoint_url, settings.aws_region, settings.kms_key_id)
+    else:
+        config |= file_system_config()
     return SparkResource(
         spark_config=config | jars_config("delta", *(["s3a"] if settings.needs_s3 else [])),
         keep_warm_seconds=settings.keep_warm_seconds,

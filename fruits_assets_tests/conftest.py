@@ -285,9 +285,9 @@ def run_graph(
 def spark():
     """The project's own local session (what the assets use), shared by every Spark test."""
     from fruits_assets.resources.spark_resource import SparkResource
-    from fruits_assets.spark.config import app_config, jars_config, local_config
+    from fruits_assets.spark.config import app_config, file_system_config, jars_config, local_config
 
-    config = app_config(sys.executable, sys.executable) | local_config() | jars_config("delta")
+    config = app_config(sys.executable, sys.executable) | local_config() | file_system_config() | jars_config("delta")
     return SparkResource(spark_config=config).spark_session
 
 

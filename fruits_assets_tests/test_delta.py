@@ -3,6 +3,7 @@ by delta-rs (no Spark); every version readable; tables clustered by path and com
 
 import uuid
 
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
@@ -60,13 +61,18 @@ def test_each_version_reads_as_deltas_own_reader_reads_it_under_a_root_named_wit
 
 def test_versions_their_files_alone_do_not_give_are_read_by_deltas_reader(spark, tmp_path):
     """A version of more files than Spark lists without a job, or one with deletion vectors (rows its files still
-    hold), reads as Delta's reader reads it."""
-    many = str(tmp_path / "many")
-    n = delta.DIRECT_READ_FILES + 8
+    hold), reads as Delta's reader reads it; so does the same version read as its files under a higher threshold."""
+    many, n = str(tmp_path / "many"), 16
     rows = spark.range(0, n, 1, n).select(F.col("id").cast("string").alias("path"), F.col("id").alias("v"))
     delta.overwrite(spark, many, rows, None, {})  # a file per partition, a row each
-    assert table_state(many).files > delta.DIRECT_READ_FILES
-    assert sorted(map(tuple, delta.read(spark, many).collect())) == sorted(map(tuple, rows.collect()))
+    assert table_state(many).files == n
+    threshold = spark.conf.get(delta.LISTING_THRESHOLD)
+    try:
+        for listed_without_a_job in (n // 2, n):
+            spark.conf.set(delta.LISTING_THRESHOLD, str(listed_without_a_job))
+            assert sorted(map(tuple, delta.read(spark, many).collect())) == sorted(map(tuple, rows.collect()))
+    finally:
+        spark.conf.set(delta.LISTING_THRESHOLD, threshold)
     vectors = str(tmp_path / "vectors")
     spark.sql(
         f"CREATE TABLE delta.`{vectors}` (k BIGINT) USING delta TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
@@ -139,3 +145,21 @@ def test_a_preview_reads_the_first_rows_of_one_file_and_shows_vectors_by_their_s
     rows.limit(0).write.format("delta").mode("overwrite").save(path)
     assert "array[3]" not in preview_markdown(path)
     assert preview_markdown(str(tmp_path / "absent")) == "(no table)"
+
+
+def test_files_are_written_without_parquet_dictionaries_whatever_the_write(spark, tmp_path):
+    """The tables' values are floats and strings snappy packs: no write spends time building dictionaries."""
+    path = tmp_path / "t"
+    rows = spark.range(200).selectExpr("cast(id % 3 as string) as path", "rand(0) as v")
+    delta.overwrite(spark, str(path), rows.coalesce(1), None, {})
+    _merge(spark, str(path), _rows(spark, ("x", 1)).selectExpr("path", "cast(v as double) as v"), _rows(spark))
+    delta.overwrite(spark, str(path), rows.coalesce(1), None, {})
+    files = list(path.glob("*.parquet"))
+    encodings = set()
+    for file in files:
+        metadata = pq.ParquetFile(file).metadata
+        for group in range(metadata.num_row_groups):
+            for column in range(metadata.num_columns):
+                encodings |= set(metadata.row_group(group).column(column).encodings)
+    assert len(files) >= 3 and "PLAIN" in encodings
+    assert not encodings & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, encodings

@@ -51,3 +51,19 @@ def test_what_a_killed_write_left_beside_the_file_is_cleared_by_the_next(spark, 
     (tmp_path / "other.csv").write_text("kept\n")  # another file is left alone
     _write(spark, dest, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "other.csv"]
+
+
+def test_numbers_are_rounded_to_the_decimals_asked_and_text_and_nulls_read_back_exactly(spark, tmp_path):
+    names = ["a", 'Kiwi, "gold"', " spaced ", "two\nlines", ""]
+    frame = spark.createDataFrame(
+        [(f"p{i}", name, None if i % 2 else "Test", i / 3, 10.0**-i) for i, name in enumerate(names)],
+        "path string, label string, split string, pc_1 double, pc_2 double",
+    ).orderBy("path")
+    dest = tmp_path / "m.csv"
+    produced, _ = write_csv(frame, str(dest), lambda p: True, lambda: None, {}, decimals=6)
+    assert produced == Produced(frame.columns, len(names), 0)
+    table = pd.read_csv(dest, keep_default_na=False, na_values={"split": [""]})
+    assert table["label"].tolist() == names
+    assert table["split"].isna().tolist() == [bool(i % 2) for i in range(len(names))]
+    assert table["pc_1"].tolist() == [round(i / 3, 6) for i in range(len(names))]
+    assert table["pc_2"].tolist() == [1.0, 0.1, 0.01, 0.001, 0.0001]

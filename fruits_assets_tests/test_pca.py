@@ -67,7 +67,7 @@ def test_two_fits_in_different_row_orders_project_identically(spark, tmp_path):
     from pyspark.ml.functions import vector_to_array
 
     from fruits_assets.spark.moments import moments_of
-    from fruits_assets.spark.pca import fit_pca, project, with_vector
+    from fruits_assets.spark.pca import Projection, fit_pca, project, with_vector
 
     rng = np.random.default_rng(2)
     data = (rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6))).astype(np.float32)
@@ -83,8 +83,9 @@ def test_two_fits_in_different_row_orders_project_identically(spark, tmp_path):
     model_a.write().save(str(tmp_path / "model"))
     loaded = PipelineModel.load(str(tmp_path / "model"))
     np.testing.assert_array_equal(loaded.stages[-1].pc.toArray(), pcs_a)
-    a = project(loaded, forward).toPandas().sort_values("path")
-    b = project(model_b, backward).toPandas().sort_values("path")
+    kept = Projection.from_bytes(Projection.of(loaded).to_bytes())  # the arrays kept beside the model
+    a = project(kept, forward).toPandas().sort_values("path")
+    b = project(Projection.of(model_b), backward).toPandas().sort_values("path")
     np.testing.assert_allclose(a.filter(like="pc_").to_numpy(), b.filter(like="pc_").to_numpy(), atol=1e-9)
     # The projection is MLlib's own transform, as one matrix product per batch.
     mllib = loaded.transform(with_vector(forward)).select("path", vector_to_array("pca").alias("p")).toPandas()

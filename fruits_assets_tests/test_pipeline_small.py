@@ -9,7 +9,7 @@ import pytest
 from dagster import AssetCheckSeverity
 from pyspark.ml import PipelineModel
 
-from fruits_assets.spark.pca import project
+from fruits_assets.spark.pca import Projection, project
 
 from .conftest import run_graph, table, table_id, write_tree
 
@@ -136,14 +136,21 @@ def test_csv_round_trips_awkward_labels_with_configured_k(run):
     means = csv.groupby("label")["pc_1"].mean()
     assert means.max() - means.min() > csv.groupby("label")["pc_1"].std().max()
     made_from = json.loads((storage / "pca_features.csv.json").read_text())
-    assert made_from == {"pca_features": {"table_id": table_id(storage / "pca_features"), "version": 0}}
+    assert made_from == {
+        "pca_features": {"table_id": table_id(storage / "pca_features"), "version": 0},
+        "format": "arrow",
+    }
 
 
 def test_the_stored_pca_model_loads_back_and_projects_as_the_stored_table(run, spark):
-    """The projection ran on the model object its step was handed in process: the folder written must hold it."""
+    """The projection ran on the arrays kept beside the model: the folder written must hold the same model."""
     _, storage, _ = run
     current = json.loads((storage / "pca_model" / "current.json").read_text())
-    model = PipelineModel.load(str(storage / "pca_model" / current["folder"] / "model"))
+    folder = storage / "pca_model" / current["folder"]
+    model = Projection.of(PipelineModel.load(str(folder / "model")))
+    kept = Projection.from_bytes((folder / "projection.npz").read_bytes())
+    for name in ("mean", "std", "components"):
+        np.testing.assert_array_equal(getattr(kept, name), getattr(model, name))
     features = spark.read.format("delta").load(str(storage / "mobilenet_features"))
     again = project(model, features).toPandas().sort_values("path", ignore_index=True)
     stored = table(storage / "pca_features").sort_values("path", ignore_index=True)

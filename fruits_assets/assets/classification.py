@@ -2,7 +2,7 @@
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
 import numpy as np
@@ -25,6 +25,7 @@ from dagster import (
 
 from fruits_assets.assets.automation import ON_NEW_DATA
 from fruits_assets.assets.config import POOL, TRANSIENT_FAILURES, ClassifierConfig, RunGuard, retried_only_if_transient
+from fruits_assets.assets.pca import projection_of
 from fruits_assets.assets.plots import confusion_matrix_png, markdown_image, open_set_png
 from fruits_assets.resources.emr import register_step_work
 from fruits_assets.resources.io_managers import MODEL_IO_MANAGER
@@ -227,30 +228,29 @@ def _train(pyspark, tables, models, config, class_index, labels, version: int, p
             scores = scored(with_halves(test, config.seed), arrays).toPandas()  # the test split: bounded by its share
         return model, evaluation, how, train_images, arrays, scores
 
-    def left_out() -> list[Fold]:
-        with job_description(spark, "fruit_classifier: leave classes out"):
-            features = tables.read(FEATURES)
-            return leave_classes_out(
-                spark,
-                features,
-                labels,
-                config.unknown_folds,
-                config.fold_rows,
-                config.known_share,
-                k,
-                config.reg_param,
-                config.seed,
-            )
+    with job_description(spark, "fruit_classifier: leave classes out"):
+        leave_out = leave_classes_out(
+            tables.read(FEATURES), labels, config.unknown_folds, config.fold_rows, k, config.seed
+        )
 
-    # The leave-classes-out fits run beside the classifier's own: each is hundreds of tiny Spark jobs.
-    (model, evaluation, how, train_images, arrays, scores), folds = side_by_side(spark, [trained_and_scored, left_out])
+    def described(fit: Callable[[], dict]) -> Callable[[], dict]:
+        def run() -> dict:
+            with job_description(spark, "fruit_classifier: leave classes out"):
+                return fit()
+
+        return run
+
+    # The classifier's fit and the leave-classes-out fits side by side: each is hundreds of tiny Spark jobs.
+    fits = [described(fit) for fit in leave_out.fits(spark, config.reg_param)]
+    trained, *fitted = side_by_side(spark, [trained_and_scored, *fits])
+    model, evaluation, how, train_images, arrays, scores = trained
+    folds = leave_out.folds(fitted, config.known_share)
     open_set = _open_set_figures(scores, folds, config.known_share)
-    pca = models.load("pca_model", pca_folder)
-    scaler, pcs = pca.stages[0], pca.stages[-1]
+    pca = projection_of(models, pca_folder)
     arrays |= {
-        "mean": scaler.mean.toArray(),
-        "std": scaler.std.toArray(),
-        "components": pcs.pc.toArray(),
+        "mean": pca.mean,
+        "std": pca.std,
+        "components": pca.components,
         "unknown_rule": np.array(RULE),
         "unknown_thresholds": np.array([open_set["rule_thresholds"][name] for name in RULE]),
         "labels": np.array(labels),

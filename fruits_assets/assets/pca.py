@@ -35,13 +35,14 @@ from fruits_assets.resources.tables import DeltaTables, data_version
 from fruits_assets.spark.delta import NOTHING_WRITTEN, Commit
 from fruits_assets.spark.files import Produced
 from fruits_assets.spark.moments import Moments, change_moments, moments_of
-from fruits_assets.spark.pca import ID_COLUMNS, fit_pca, pca_k, project
+from fruits_assets.spark.pca import ID_COLUMNS, Projection, fit_pca, pca_k, project
 from fruits_assets.spark.progress import job_description
 from fruits_assets.vision.delta_log import TableState
 
 FEATURES, MODEL, PROJECTED, CSV = "mobilenet_features", "pca_model", "pca_features", "pca_features_csv"
-MOMENTS, FIT = "moments.npz", "fit.json"
+MOMENTS, FIT, PROJECTION = "moments.npz", "fit.json", "projection.npz"
 CSV_DECIMALS = 6  # beyond float32 features' precision, and far above run-to-run rounding noise
+CSV_FORMAT = "arrow"  # numbers rounded half to even and written in their shortest form by Arrow
 SCATTER_POINTS = 5000  # a sample is enough to see the clusters, whatever the number of images
 
 
@@ -87,7 +88,11 @@ def pca_model(
             )
         model, spectrum = fit_pca(moments, config.k, config.variance_target)
         fit = {"spectrum": spectrum, "k": pca_k(model), "rows": moments.count}
-        files = {MOMENTS: moments.to_bytes(), FIT: json.dumps(fit).encode()}
+        files = {
+            MOMENTS: moments.to_bytes(),
+            FIT: json.dumps(fit).encode(),
+            PROJECTION: Projection.of(model).to_bytes(),
+        }
     spectrum, k = fit["spectrum"], fit["k"]
     explained = spectrum[:k]
     total = float(sum(explained))
@@ -135,7 +140,7 @@ def projection_has_work(resources, op_config: dict) -> bool:
     projected = tables.state(PROJECTED)
     if projected is None or projected.user_metadata.get("made_from") != {FEATURES: features.identity, MODEL: folder}:
         return True
-    return not resources.csv_files.is_current(CSV, {PROJECTED: projected.identity})
+    return not resources.csv_files.is_current(CSV, _csv_made_from(projected))
 
 
 register_step_work(MODEL, pca_has_work)
@@ -231,12 +236,11 @@ def project_features(
     try:
         yield Output(commit, output_name=PROJECTED, data_version=data_version(commit.state), metadata=metadata)
         k = json.loads(models.file(MODEL, FIT, folder) or b'{"k": 0}')["k"]
-        csv_made_from = {PROJECTED: commit.state.identity}
+        csv_made_from = _csv_made_from(commit.state)
         if csv_files.is_current(CSV, csv_made_from):
             written, verdict = CsvWrite(csv_files.path(CSV), csv_made_from, False), None
         else:
             stored = (rows if rows is not None else tables.read(PROJECTED, commit.state.version)).orderBy("path")
-            pcs = [F.round(c, CSV_DECIMALS).alias(c) for c in stored.columns if c not in ID_COLUMNS]
             verdict = {}
 
             def accept(produced: Produced) -> bool:
@@ -244,7 +248,7 @@ def project_features(
                 return verdict["passed"]
 
             with job_description(pyspark.spark_session, "pca_features_csv: write CSV"):
-                written = csv_files.write(CSV, stored.select(*ID_COLUMNS, *pcs), csv_made_from, accept)
+                written = csv_files.write(CSV, stored, csv_made_from, accept, CSV_DECIMALS)
     finally:
         if rows is not None:
             rows.unpersist()
@@ -260,18 +264,31 @@ def _project(pyspark, tables: DeltaTables, models: ModelStore, features: TableSt
     components only, not from the features (a second pass over 1280 floats a row).
     """
     spark = pyspark.spark_session
-    model = models.load(MODEL, made_from[MODEL])
+    projection = projection_of(models, made_from[MODEL])
     features_rows = tables.read(FEATURES, features.version)
-    rows = project(model, features_rows).persist(StorageLevel.DISK_ONLY)
+    rows = project(projection, features_rows).persist(StorageLevel.DISK_ONLY)
     with job_description(spark, "pca_features: project every row"):
         commit = tables.replace(PROJECTED, rows, made_from)
     with job_description(spark, "pca_features: sample for the scatter plot"):
         sample = rows.sample(fraction=min(1.0, SCATTER_POINTS / max(features.rows, 1)), seed=0)
-        second = F.col("pc_2") if pca_k(model) > 1 else F.lit(0.0).alias("pc_2")
+        second = F.col("pc_2") if projection.components.shape[1] > 1 else F.lit(0.0).alias("pc_2")
         points = sample.select("label", "pc_1", second).toPandas()
     scatter = pc_scatter_png(points["pc_1"], points["pc_2"], points["label"].fillna(""))
     plot = {"pc_scatter": MetadataValue.md(markdown_image(scatter, "first two principal components"))}
     return commit, plot, rows
+
+
+def _csv_made_from(projected: TableState) -> dict:
+    """The projection's version the CSV is written from, and the writer's format (a file another format wrote is
+    written again once: the same rows give the same bytes only from the same writer)."""
+    return {PROJECTED: projected.identity, "format": CSV_FORMAT}
+
+
+def projection_of(models: ModelStore, folder: str) -> Projection:
+    """The arrays of the PCA model in `folder`, kept beside it; read from the model itself for a version saved
+    before they were."""
+    saved = models.file(MODEL, PROJECTION, folder)
+    return Projection.from_bytes(saved) if saved is not None else Projection.of(models.load(MODEL, folder))
 
 
 def _csv_verdict(produced: Produced, k: int, feature_rows: int) -> dict:

@@ -51,10 +51,19 @@ class CsvFiles(ConfigurableResource):
     def is_current(self, asset: str, made_from: dict) -> bool:
         return self.made_from(asset) == made_from and self.locations.exists(self.path(asset))
 
-    def write(self, asset: str, rows: DataFrame, made_from: dict, accept: Callable[[Produced], bool]) -> CsvWrite:
-        """`rows` as the asset's CSV if `accept` approves what the write produced; the previous file stays if not."""
+    def write(
+        self,
+        asset: str,
+        rows: DataFrame,
+        made_from: dict,
+        accept: Callable[[Produced], bool],
+        decimals: int | None = None,
+    ) -> CsvWrite:
+        """`rows` as the asset's CSV (numbers to `decimals`) if `accept` approves what the write produced; the
+        previous file stays if not."""
         path = self.path(asset)
-        produced, size = write_csv(rows, path, accept, self.guard.check, encryption_params(self.locations.kms_key_id))
+        encryption = encryption_params(self.locations.kms_key_id)
+        produced, size = write_csv(rows, path, accept, self.guard.check, encryption, decimals)
         if size is None:
             return CsvWrite(path, made_from, False, produced.rows, None, produced)
         self.locations.write(f"{path}.json", json.dumps(made_from, sort_keys=True).encode())

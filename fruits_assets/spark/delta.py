@@ -39,8 +39,8 @@ PROPERTIES = {
 }
 CLUSTER_BY = "path"
 _GLOB = set("{}[]*?\\")
-# Spark's `parallelPartitionDiscovery.threshold`: past it, Spark lists the paths it is given in a job.
-DIRECT_READ_FILES = 32
+# Past this many paths, Spark lists the paths it is given in a job of its own (32 unless the session sets it).
+LISTING_THRESHOLD = "spark.sql.sources.parallelPartitionDiscovery.threshold"
 _DELETE = "_delete"
 
 
@@ -89,18 +89,19 @@ def read(
 ) -> DataFrame | None:
     """The table at `path` (at `version`, or its latest when called); None if there is no table there yet.
 
-    A version of up to `DIRECT_READ_FILES` files is read as the Parquet files its log
+    A version of up to the session's `LISTING_THRESHOLD` files is read as the Parquet files its log
     lists (delta-rs, `options` its storage options), with the table's schema: the same
     rows as Delta's reader, without the two Spark jobs Delta runs to rebuild each new
     version's state, which cost more than reading a small table (0.5 s against 0.15 s
-    on 2 cores). Past that many files Spark would list them in a job of its own, and
+    on 2 cores). Past that many files Spark would list them in a job of its own (32,
+    more for data on a file system: `file_system_config`), and
     Delta's reader, which takes their sizes from the log, reads the version; so it does
     when the files alone do not hold the rows (`VersionFiles`).
     """
     listed = version_files(path, version, options)
     if listed is None:
         return None
-    if listed.files is None or len(listed.files) > DIRECT_READ_FILES:
+    if listed.files is None or len(listed.files) > int(spark.conf.get(LISTING_THRESHOLD)):
         return spark.read.format("delta").option("versionAsOf", listed.version).load(path)
     schema = StructType.fromJson(json.loads(listed.schema_json))
     if not listed.files:

@@ -2,16 +2,18 @@
 
 Spark's tasks write the rows as CSV parts (no header) in a staging folder beside the
 destination, in the table's order (the parts of an ordered DataFrame are ordered
-ranges). What the write produced (rows, values that are not finite) is observed as
-it goes; only if the caller's check accepts it are the parts joined once, header
-first, into the destination: on a file system into a file beside it then renamed
-over it, on S3 as one multipart upload completed onto the key (atomic, like any
-PUT). A rejected or interrupted write leaves the previous file in place, and its
-staging folder is removed by the next write.
+ranges), with Arrow's CSV writer in the Python workers. What the write produced
+(rows, values that are not finite) is counted as it goes; only if the caller's
+check accepts it are the parts joined once, header first, into the destination: on
+a file system into a file beside it then renamed over it, on S3 as one multipart
+upload completed onto the key (atomic, like any PUT). A rejected or interrupted
+write leaves the previous file in place, and its staging folder is removed by the
+next write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -19,17 +21,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from fsspec.implementations.local import LocalFileSystem
-from pyspark.sql import DataFrame, Observation
-from pyspark.sql import functions as F
+from pyspark import TaskContext
+from pyspark.sql import DataFrame
 
 STAGING = ".staging-"
 BLOCK = 8 * 2**20  # bytes per read of a part, and per uploaded part on S3 (S3's least is 5 MiB)
+# A row per task: which partition, where it wrote its part, what the part holds (for Spark, and as Arrow's schema).
+_PARTS = "index int, part string, rows long, not_finite long"
+_PART_SCHEMA = pa.schema(
+    [("index", pa.int32()), ("part", pa.string()), ("rows", pa.int64()), ("not_finite", pa.int64())]
+)
 
 
 @dataclass(frozen=True)
 class Produced:
-    """What a CSV write produced, observed while the parts were written."""
+    """What a CSV write produced, counted while the parts were written."""
 
     columns: list[str]
     rows: int
@@ -50,12 +60,6 @@ def clear_staging(dest: str) -> None:
     for entry in fs.ls(parent, detail=False):
         if entry.rstrip("/").rsplit("/", 1)[-1].startswith(name + STAGING):
             fs.rm(entry, recursive=True)
-
-
-def _parts(folder: str) -> list[str]:
-    fs, path = _fs(folder)
-    fs.invalidate_cache(path)
-    return sorted(p for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
 
 
 def _blocks(header: bytes, parts: list[str], fs) -> Iterator[bytes]:
@@ -92,39 +96,87 @@ def write_csv(
     accept: Callable[[Produced], bool],
     before_replacing: Callable[[], None],
     encryption: dict[str, str],
+    decimals: int | None = None,
 ) -> tuple[Produced, int | None]:
-    """`rows` as one RFC 4180 CSV at `dest` (header first, in the DataFrame's order), if `accept` approves what
-    the write produced. Returns that, and the file's size (None when it was refused and `dest` left as it was).
+    """`rows` as one RFC 4180 CSV at `dest` (header first, in the DataFrame's order), floating-point values
+    rounded to `decimals` if given (half to even), if `accept` approves what the write produced. Returns that, and
+    the file's size (None when it was refused and `dest` left as it was).
 
-    Quotes are doubled (not backslash-escaped) and white space is kept, so
-    `pandas.read_csv` reads back exactly what was written.
+    Each task writes its partition as a part with Arrow's CSV writer, in the Python
+    workers: strings quoted (quotes doubled), numbers in their shortest exact form,
+    nulls empty, so `pandas.read_csv` reads back exactly what was written (a column
+    whose every value is whole reads back as integers). Arrow's compute functions
+    round and its writer formats many times faster than Spark's `round` and CSV source:
+    the CSV job of a 40,000-image projection (119 doubles a row) took 0.6-0.9 s
+    against 2.7-3.5 s.
     """
     clear_staging(dest)
     folder = f"{dest}{STAGING}{uuid.uuid4().hex}"
-    numbers = [c for c, kind in rows.dtypes if kind in ("double", "float")]
-    bad = [F.count_if(F.isnan(c) | (F.abs(F.col(c)) == float("inf"))) for c in numbers]
-    observed = Observation("csv")
-    measured = rows.observe(
-        observed, F.count(F.lit(1)).alias("rows"), (sum(bad[1:], bad[0]) if bad else F.lit(0)).alias("not_finite")
-    )
-    (
-        measured.write.option("header", "false")
-        .option("quote", '"')
-        .option("escape", '"')
-        .option("ignoreLeadingWhiteSpace", "false")
-        .option("ignoreTrailingWhiteSpace", "false")
-        .csv(folder)
-    )
-    produced = Produced(rows.columns, int(observed.get["rows"]), int(observed.get["not_finite"]))
-    fs, _ = _fs(folder)
+    fs, staging = _fs(folder)
+    local = isinstance(fs, LocalFileSystem)
+    if local:
+        fs.makedirs(staging, exist_ok=True)
     try:
+        written = rows.mapInArrow(_part_writer(folder, {} if local else encryption, decimals), _PARTS)
+        parts = sorted(written.collect(), key=lambda part: part["index"])  # a row per partition, not per CSV row
+        produced = Produced(rows.columns, sum(p["rows"] for p in parts), sum(p["not_finite"] for p in parts))
         if not accept(produced):
             return produced, None
         header = (",".join(_quoted(c) for c in rows.columns) + "\n").encode()
         before_replacing()
-        return produced, _join(dest, _blocks(header, _parts(folder), fs), encryption)
+        return produced, _join(dest, _blocks(header, [p["part"] for p in parts if p["rows"]], fs), encryption)
     finally:
-        fs.rm(_fs(folder)[1], recursive=True)
+        fs.invalidate_cache(staging)  # s3fs lists from a cache that predates the workers' parts
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(staging, recursive=True)
+
+
+def _part_writer(
+    folder: str, open_params: dict[str, str], decimals: int | None
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator]:
+    """The function each task runs: its rows as one CSV part (none when it has no rows), and what it wrote.
+
+    The part's name carries the task attempt's id (unique in the application, stage
+    retries included), so a retried or speculative attempt never writes into another's
+    file; only the part of the attempt that succeeded is reported, and joined.
+    """
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        task = TaskContext.get()
+        name = f"{folder}/part-{task.partitionId():05d}-{task.taskAttemptId()}.csv"
+        options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+        rows = not_finite = 0
+        with contextlib.ExitStack() as stack:
+            writer = None
+            for batch in batches:
+                if not batch.num_rows:
+                    continue
+                if decimals is not None:
+                    batch = _rounded(batch, decimals)
+                if writer is None:
+                    fs, path = _fs(name)
+                    file = stack.enter_context(fs.open(path, "wb", block_size=BLOCK, **open_params))
+                    writer = stack.enter_context(pa_csv.CSVWriter(file, batch.schema, write_options=options))
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                not_finite += _not_finite(batch)
+        yield pa.RecordBatch.from_pylist(
+            [{"index": task.partitionId(), "part": _fs(name)[1], "rows": rows, "not_finite": not_finite}],
+            schema=_PART_SCHEMA,
+        )
+
+    return write
+
+
+def _rounded(batch: pa.RecordBatch, decimals: int) -> pa.RecordBatch:
+    columns = [pc.round(c, decimals) if pa.types.is_floating(c.type) else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+def _not_finite(batch: pa.RecordBatch) -> int:
+    """Values of the floating-point columns that are NaN or infinite (nulls are neither)."""
+    floats = [column for column in batch.columns if pa.types.is_floating(column.type)]
+    return sum(int(pc.sum(pc.invert(pc.is_finite(column))).as_py() or 0) for column in floats)
 
 
 def _quoted(name: str) -> str:

@@ -254,6 +254,7 @@ def plan_changes(
         removed = gone.count()
         touched = todo.select("path").unionByName(gone).persist(StorageLevel.DISK_ONLY)
         frames.append(touched)
+        touched.count()  # cached now, its size known: joins on it broadcast it when it is small (the usual day)
         before_rows = (
             labeled().select("path", "label", "split", "content_hash").join(touched, "path", "left_semi")
             if held_before + removed

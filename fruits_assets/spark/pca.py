@@ -9,7 +9,9 @@ compare), so a refit costs a 1280x1280 eigendecomposition, whatever the row coun
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -111,7 +113,32 @@ def explained_variance(model: PipelineModel) -> list[float]:
     return [float(v) for v in model.stages[-1].explainedVariance]
 
 
-def project(model: PipelineModel, features: DataFrame) -> DataFrame:
+@dataclass(frozen=True)
+class Projection:
+    """What `project` needs of a fitted scaler and PCA, as plain arrays: kept beside the model, so a projection
+    loads no Spark ML model (five small Spark jobs a load)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    components: np.ndarray  # features x k
+
+    @classmethod
+    def of(cls, model: PipelineModel) -> Projection:
+        scaler, pca = model.stages
+        return cls(scaler.mean.toArray(), scaler.std.toArray(), pca.pc.toArray())
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, mean=self.mean, std=self.std, components=self.components)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Projection:
+        with np.load(io.BytesIO(data)) as saved:
+            return cls(saved["mean"], saved["std"], saved["components"])
+
+
+def project(projection: Projection, features: DataFrame) -> DataFrame:
     """`path, label, split, pc_1 … pc_k` (float64): each row through the model's scaler and components.
 
     What MLlib's `transform` computes (a feature of zero deviation scales to 0), as one
@@ -119,10 +146,8 @@ def project(model: PipelineModel, features: DataFrame) -> DataFrame:
     from Arrow's buffers, instead of a vector per row through three transformers and k
     column extractions.
     """
-    scaler, pca = model.stages
-    mean, std = scaler.mean.toArray(), scaler.std.toArray()
+    mean, std, components = projection.mean, projection.std, projection.components
     scale = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
-    components = pca.pc.toArray()
     names = [f"pc_{i + 1}" for i in range(components.shape[1])]
     schema = ", ".join([*(f"{c} string" for c in ID_COLUMNS), *(f"{n} double" for n in names)])
 
