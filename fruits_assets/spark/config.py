@@ -20,6 +20,8 @@ from pyspark.find_spark_home import _find_spark_home
 DEFAULT_ARROW_BATCH = 512
 LOCAL_PARTITIONS = 4 * (os.cpu_count() or 1)
 LOCAL_LISTING_PATHS = 1024
+# Past this many paths, Spark lists the paths it is given in a job of its own (32 unless the session sets it).
+LISTING_THRESHOLD = "spark.sql.sources.parallelPartitionDiscovery.threshold"
 DELTA_PACKAGE = "io.delta:delta-spark_2.13:4.0.0"  # the Delta Lake of emr-spark-8.0.0 (4.0.0-amzn-1-spark)
 # The jars `make setup` resolves from Maven Central, each set in an Ivy folder of its own beside pyspark:
 # runs name the files (`spark.jars`), so no session resolves anything at start-up.
@@ -168,7 +170,7 @@ def file_system_config() -> dict[str, str]:
     without Delta's jobs to rebuild its state (`delta.read`). On S3 each path is a
     request, and 32 stays.
     """
-    return {"spark.sql.sources.parallelPartitionDiscovery.threshold": str(LOCAL_LISTING_PATHS)}
+    return {LISTING_THRESHOLD: str(LOCAL_LISTING_PATHS)}
 
 
 def local_config(master: str = "local[*]", driver_memory: str = "1g") -> dict[str, str]:

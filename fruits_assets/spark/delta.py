@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from fruits_assets.spark.config import LISTING_THRESHOLD
 from fruits_assets.vision.delta_log import TableState, table_state, version_files
 
 RETENTION_HOURS = 168  # previous versions stay readable (time travel) for a week, then their files go
@@ -39,8 +40,6 @@ PROPERTIES = {
 }
 CLUSTER_BY = "path"
 _GLOB = set("{}[]*?\\")
-# Past this many paths, Spark lists the paths it is given in a job of its own (32 unless the session sets it).
-LISTING_THRESHOLD = "spark.sql.sources.parallelPartitionDiscovery.threshold"
 _DELETE = "_delete"
 
 
@@ -89,12 +88,12 @@ def read(
 ) -> DataFrame | None:
     """The table at `path` (at `version`, or its latest when called); None if there is no table there yet.
 
-    A version of up to the session's `LISTING_THRESHOLD` files is read as the Parquet files its log
-    lists (delta-rs, `options` its storage options), with the table's schema: the same
-    rows as Delta's reader, without the two Spark jobs Delta runs to rebuild each new
-    version's state, which cost more than reading a small table (0.5 s against 0.15 s
-    on 2 cores). Past that many files Spark would list them in a job of its own (32,
-    more for data on a file system: `file_system_config`), and
+    A version of up to the session's `LISTING_THRESHOLD` files is read as the Parquet
+    files its log lists (delta-rs, `options` its storage options), with the table's
+    schema: the same rows as Delta's reader, without the two Spark jobs Delta runs to
+    rebuild each new version's state, which cost more than reading a small table (0.5 s
+    against 0.15 s on 2 cores). Past that many files (32, more for data on a file
+    system: `file_system_config`) Spark would list them in a job of its own, and
     Delta's reader, which takes their sizes from the log, reads the version; so it does
     when the files alone do not hold the rows (`VersionFiles`).
     """
