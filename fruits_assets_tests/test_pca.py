@@ -112,19 +112,24 @@ def test_moments_updated_by_the_changes_equal_the_moments_of_the_new_table(spark
     np.testing.assert_allclose(updated.cross, after.cross, atol=1e-9)
 
 
-@pytest.mark.parametrize("partitions", [0, 1, 7, 8, 9, 70])
-def test_partial_sums_are_added_on_the_executors_down_to_the_one_the_driver_receives(spark, partitions):
-    """The driver never holds more than one partial sum (13 MB for the features' moments), whatever the
-    partitions: Spark's treeAggregate would collect its last level's, about the square root of them."""
-    from fruits_assets.spark.moments import added_up, summed_on_executors
+@pytest.mark.parametrize("partitions", [0, 1, 3, 7, 8, 9, 70])
+def test_partial_sums_are_added_on_the_executors_down_to_the_few_the_driver_receives(spark, partitions):
+    """The driver never holds more than `DRIVER_SUMS` partial sums (13 MB each for the features' moments),
+    whatever the partitions: Spark's treeAggregate would collect its last level's, about the square root of
+    them. As few partitions as that are not shuffled for a level of their own."""
+    from fruits_assets.spark.moments import DRIVER_SUMS, FAN_IN, added_up, summed_on_executors
 
     def add(a, b):  # never given None: empty partitions are skipped before it
         return a + b
 
     numbers = spark.sparkContext.parallelize(range(1, 701), partitions) if partitions else spark.sparkContext.emptyRDD()
     last = added_up(numbers, add)
-    assert last.getNumPartitions() == min(partitions, 1)
-    assert last.glom().collect() == ([[350 * 701]] if partitions else [])
+    expected = partitions
+    while expected > DRIVER_SUMS:
+        expected = -(-expected // FAN_IN)
+    assert last.getNumPartitions() == expected <= DRIVER_SUMS
+    held = last.glom().collect()
+    assert all(len(part) == 1 for part in held) and sum(part[0] for part in held) == (350 * 701 if partitions else 0)
     assert summed_on_executors(numbers, add) == (350 * 701 if partitions else None)
 
 

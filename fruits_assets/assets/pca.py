@@ -171,7 +171,7 @@ def _moments(context, pyspark, tables: DeltaTables, models: ModelStore, features
                 context.log.warning(f"the change feed since version {previous.table['version']} is gone ({error})")
         elif previous is not None and not same_table:
             context.log.info("the kept moments summarize another table (or none known): computed from every row")
-        rows = tables.read(FEATURES, features.version)
+        rows = tables.for_workers(FEATURES, features.version)
         return moments_of(rows).of(features.identity), "computed from every row"
 
 
@@ -265,8 +265,7 @@ def _project(pyspark, tables: DeltaTables, models: ModelStore, features: TableSt
     """
     spark = pyspark.spark_session
     projection = projection_of(models, made_from[MODEL])
-    features_rows = tables.read(FEATURES, features.version)
-    rows = project(projection, features_rows).persist(StorageLevel.DISK_ONLY)
+    rows = project(projection, tables.for_workers(FEATURES, features.version)).persist(StorageLevel.DISK_ONLY)
     with job_description(spark, "pca_features: project every row"):
         commit = tables.replace(PROJECTED, rows, made_from)
     with job_description(spark, "pca_features: sample for the scatter plot"):

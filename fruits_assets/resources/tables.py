@@ -13,6 +13,7 @@ from fruits_assets.resources.locations import DataLocations
 from fruits_assets.resources.spark_resource import SparkResource
 from fruits_assets.spark import delta
 from fruits_assets.spark.delta import Changes, Commit
+from fruits_assets.spark.worker_files import WorkerFiles
 from fruits_assets.vision.delta_log import TableState, read_columns, table_state
 
 TABLES = "tables"
@@ -43,6 +44,10 @@ class DeltaTables(ConfigurableResource):
 
     def read(self, name: str, version: int | None = None) -> DataFrame | None:
         return delta.read(self.pyspark.spark_session, self.path(name), version, self.locations.delta_options)
+
+    def for_workers(self, name: str, version: int) -> DataFrame | WorkerFiles | None:
+        """A version for a transform in the Python workers: its files, read there, where they hold its rows."""
+        return delta.for_workers(self.pyspark.spark_session, self.path(name), version, self.locations.delta_options)
 
     def merge(self, name: str, changes: Changes, made_from: dict | None = None) -> Commit:
         """Merge `changes` by path in one commit, once the guard says this run still holds the storage root."""

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from fruits_assets.spark.config import LISTING_THRESHOLD
+from fruits_assets.spark.worker_files import WorkerFiles
 from fruits_assets.vision.delta_log import TableState, table_state, version_files
 
 RETENTION_HOURS = 168  # previous versions stay readable (time travel) for a week, then their files go
@@ -107,6 +108,21 @@ def read(
         return spark.createDataFrame([], schema)
     root = _literal(path.rstrip("/"))
     return spark.read.schema(schema).parquet(*(f"{root}/{_literal(file)}" for file in listed.files))
+
+
+def for_workers(
+    spark: SparkSession, path: str, version: int, options: Mapping[str, str] | None = None
+) -> DataFrame | WorkerFiles | None:
+    """The table at `version` for a Python transform (`worker_files.map_in_arrow`): its data files, which the
+    workers read themselves, when the files alone hold its rows; else its rows as Delta's reader reads them.
+    None if there is no table."""
+    listed = version_files(path, version, options)
+    if listed is None:
+        return None
+    if listed.files is None:
+        return spark.read.format("delta").option("versionAsOf", listed.version).load(path)
+    root = path.rstrip("/")
+    return WorkerFiles(spark, [f"{root}/{file}" for file in listed.files])
 
 
 def _literal(path: str) -> str:

@@ -24,6 +24,7 @@ from pyspark.ml.linalg import DenseMatrix, DenseVector
 from pyspark.sql import DataFrame
 
 from fruits_assets.spark.moments import Moments, matrix
+from fruits_assets.spark.worker_files import WorkerFiles, map_in_arrow
 
 VECTOR_COL, SCALED_COL, PCA_COL = "vector", "scaled", "pca"
 ID_COLUMNS = ["path", "label", "split"]
@@ -138,7 +139,7 @@ class Projection:
             return cls(saved["mean"], saved["std"], saved["components"])
 
 
-def project(projection: Projection, features: DataFrame) -> DataFrame:
+def project(projection: Projection, features: DataFrame | WorkerFiles) -> DataFrame:
     """`path, label, split, pc_1 … pc_k` (float64): each row through the model's scaler and components.
 
     What MLlib's `transform` computes (a feature of zero deviation scales to 0), as one
@@ -158,4 +159,4 @@ def project(projection: Projection, features: DataFrame) -> DataFrame:
             columns = [frame.column(c) for c in ID_COLUMNS] + [pa.array(pcs[:, i]) for i in range(len(names))]
             yield pa.RecordBatch.from_arrays(columns, names=ID_COLUMNS + names)
 
-    return features.select(*ID_COLUMNS, "features").mapInArrow(batches, schema)
+    return map_in_arrow(features, [*ID_COLUMNS, "features"], batches, schema)
