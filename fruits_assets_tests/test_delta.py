@@ -109,7 +109,7 @@ def test_a_python_transform_reads_each_version_from_its_files_in_the_workers(spa
         ours = map_in_arrow(source, ["path", "v"], doubled, "path string, w long").collect()
         theirs = spark.read.format("delta").option("versionAsOf", version).load(path)
         assert sorted(map(tuple, ours)) == sorted((r.path, 2 * r.v) for r in theirs.collect())
-    # One column: with a `path` column, Delta 4.0's DELETE with deletion vectors failed on an ambiguous `filePath`.
+    # One column: with a `path` column, Delta 4.0's DELETE with deletion vectors fails (delta-io/delta#5296).
     vectors = str(tmp_path / "vectors")
     spark.sql(
         f"CREATE TABLE delta.`{vectors}` (v BIGINT) USING delta TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
