@@ -93,6 +93,38 @@ def test_two_fits_in_different_row_orders_project_identically(spark, tmp_path):
     np.testing.assert_allclose(a.filter(like="pc_").to_numpy(), expected, atol=1e-9)
 
 
+def test_moments_and_projection_from_the_files_the_workers_read_equal_those_of_spark_reading_the_table(spark, tmp_path):
+    """The features' moments and their projection, computed from the files the Python workers read themselves, are
+    those computed from the rows Spark reads, with the same columns and types; so after compaction into one file."""
+    from fruits_assets.spark import delta
+    from fruits_assets.spark.moments import moments_of
+    from fruits_assets.spark.pca import Projection, fit_pca, project
+    from fruits_assets.spark.worker_files import WorkerFiles
+
+    rng = np.random.default_rng(5)
+    data = (rng.normal(size=(60, 6)) @ rng.normal(size=(6, 6))).astype(np.float32)
+    rows = [(f"p{i:02d}", f"l{i % 3}", "Training", row.tolist()) for i, row in enumerate(data)]
+    schema = "path string, label string, split string, features array<float>"
+    path = str(tmp_path / "features")
+    delta.overwrite(spark, path, spark.createDataFrame(rows, schema).repartition(4), None, {})
+    spark.sql(f"OPTIMIZE delta.`{path}`")
+    for version in (0, 1):
+        files, frame = delta.for_workers(spark, path, version), delta.read(spark, path, version)
+        assert isinstance(files, WorkerFiles) and len(files.files) == (4 if version == 0 else 1)
+        ours, theirs = moments_of(files, dim=6), moments_of(frame, dim=6)
+        assert ours.count == theirs.count == 60
+        np.testing.assert_allclose(ours.sums, theirs.sums, atol=1e-9)
+        np.testing.assert_allclose(ours.cross, theirs.cross, atol=1e-9)
+        projection = Projection.of(fit_pca(theirs, 3, 0.9)[0])
+        a, b = project(projection, files), project(projection, frame)
+        assert a.schema == b.schema
+        np.testing.assert_allclose(
+            a.toPandas().sort_values("path").filter(like="pc_").to_numpy(),
+            b.toPandas().sort_values("path").filter(like="pc_").to_numpy(),
+            atol=1e-12,
+        )
+
+
 def test_moments_updated_by_the_changes_equal_the_moments_of_the_new_table(spark):
     """What a refit after a change reads: the rows added and removed, not the table."""
     from fruits_assets.spark.moments import change_moments, moments_of
@@ -131,6 +163,7 @@ def test_partial_sums_are_added_on_the_executors_down_to_the_few_the_driver_rece
     held = last.glom().collect()
     assert all(len(part) == 1 for part in held) and sum(part[0] for part in held) == (350 * 701 if partitions else 0)
     assert summed_on_executors(numbers, add) == (350 * 701 if partitions else None)
+    assert summed_on_executors(spark.sparkContext.parallelize([5, 7], 3), add) == 12  # a partition with nothing
 
 
 def test_a_constant_or_single_row_table_explains_nothing_and_still_fits():

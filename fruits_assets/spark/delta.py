@@ -122,7 +122,7 @@ def for_workers(
     if listed.files is None:
         return spark.read.format("delta").option("versionAsOf", listed.version).load(path)
     root = path.rstrip("/")
-    return WorkerFiles(spark, [f"{root}/{file}" for file in listed.files])
+    return WorkerFiles(spark, [f"{root}/{file}" for file in listed.files], listed.sizes or [])
 
 
 def _literal(path: str) -> str:

@@ -2,7 +2,7 @@
 leave-classes-out measurement (train without some classes, see whether their photos are answered `unknown`).
 
 The arithmetic is `vision/openset.py`'s; here it runs over tables. The classes'
-moments are summed on the executors (one k-by-k matrix reaches the driver); a fold
+moments are summed on the executors (at most `DRIVER_SUMS` k-by-k matrices reach the driver); a fold
 of the leave-classes-out measurement works on a bounded sample (`fold_rows`), with
 the same PCA recipe and the same MLlib logistic regression as the real classifier.
 """

@@ -75,12 +75,14 @@ def table_state(uri: str, options: Mapping[str, str] | None = None) -> TableStat
 @dataclass(frozen=True)
 class VersionFiles:
     """One version of a table as a Parquet reader needs it: its schema (Spark's JSON form, as Delta stores it)
-    and its data files, relative to the table's root. `files` is None when the files alone do not hold the
-    version's rows: deletion vectors, column mapping, or a file outside the table."""
+    and its data files, relative to the table's root, with their sizes in bytes. `files` and `sizes` are None
+    when the files alone do not hold the version's rows: deletion vectors, column mapping, partition columns
+    (their values are in the log, not the files), or a file outside the table."""
 
     version: int
     schema_json: str
     files: list[str] | None
+    sizes: list[int] | None
 
 
 def version_files(uri: str, version: int | None, options: Mapping[str, str] | None = None) -> VersionFiles | None:
@@ -90,10 +92,13 @@ def version_files(uri: str, version: int | None, options: Mapping[str, str] | No
         return None
     actions = table.get_add_actions(flatten=False)
     files = [unquote(path) for path in actions.column("path").to_pylist()] if actions.num_rows else []
+    sizes = [int(size) for size in actions.column("size_bytes").to_pylist()] if actions.num_rows else []
     vectors = "deletionVectors" in (table.protocol().reader_features or [])
     mapped = table.metadata().configuration.get("delta.columnMapping.mode", "none") != "none"
+    partitioned = bool(table.metadata().partition_columns)
     outside = any("://" in path or path.startswith("/") for path in files)
-    return VersionFiles(table.version(), table.schema().to_json(), None if vectors or mapped or outside else files)
+    whole = not (vectors or mapped or partitioned or outside)
+    return VersionFiles(table.version(), table.schema().to_json(), files if whole else None, sizes if whole else None)
 
 
 def commit_times(uri: str, options: Mapping[str, str] | None, from_version: int) -> list[float]:
