@@ -102,7 +102,7 @@ def read(
     if listed is None:
         return None
     if listed.files is None or len(listed.files) > int(spark.conf.get(LISTING_THRESHOLD)):
-        return spark.read.format("delta").option("versionAsOf", listed.version).load(path)
+        return _deltas_reader(spark, path, listed.version)
     schema = StructType.fromJson(json.loads(listed.schema_json))
     if not listed.files:
         return spark.createDataFrame([], schema)
@@ -120,9 +120,14 @@ def for_workers(
     if listed is None:
         return None
     if listed.files is None:
-        return spark.read.format("delta").option("versionAsOf", listed.version).load(path)
+        return _deltas_reader(spark, path, listed.version)
     root = path.rstrip("/")
     return WorkerFiles(spark, [f"{root}/{file}" for file in listed.files], listed.sizes or [])
+
+
+def _deltas_reader(spark: SparkSession, path: str, version: int) -> DataFrame:
+    """The version's rows as Delta's own reader gives them (deletion vectors, column mapping, partitions applied)."""
+    return spark.read.format("delta").option("versionAsOf", version).load(path)
 
 
 def _literal(path: str) -> str:

@@ -110,10 +110,6 @@ def pca_k(model: PipelineModel) -> int:
     return int(model.stages[-1].getK())
 
 
-def explained_variance(model: PipelineModel) -> list[float]:
-    return [float(v) for v in model.stages[-1].explainedVariance]
-
-
 @dataclass(frozen=True)
 class Projection:
     """What `project` needs of a fitted scaler and PCA, as plain arrays: kept beside the model, so a projection
