@@ -8,6 +8,7 @@ Python program, and at the end two `dagster asset materialize` from the shell.
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from .conftest import materialize_command, table, write_tree
 from .outputs import TABLE_KEYS
 
 SCREENING = ("raw_images", "labeled_images", "rejected_images", "mobilenet_features", "class_index")
+CHUNKS_OF_TEN = {"ops": {"screen_and_featurize": {"config": {"chunk_files": 10}}}}
 # A run's process, SIGTERM ignored as Dagster leaves it in a shell's background job (SIGINT ignored there, and
 # Dagster gives SIGTERM SIGINT's handler): a driver it starts must not inherit that, or stop_drivers cannot stop it.
 RUN = """
@@ -255,6 +257,48 @@ def test_runs_from_the_shell_share_a_warm_driver_and_write_what_a_run_with_its_o
         pd.testing.assert_frame_equal(warm[columns], own[columns])
         if name == "mobilenet_features":
             assert np.array_equal(np.stack(warm["features"]), np.stack(own["features"]))
+
+
+@pytest.mark.spark
+def test_a_run_whose_warm_driver_dies_mid_step_retries_the_step_on_another_and_writes_what_a_whole_run_writes(
+    tmp_path,
+):
+    colors = {"Kiwi 1": (120, 100, 40), "Lemon 1": (240, 220, 40)}
+    root, home, temporary = tmp_path / "images", tmp_path / "home", tmp_path / "tmp"
+    write_tree(root, {"Test/Kiwi 1": 15, "Test/Lemon 1": 15}, colors)
+    home.mkdir()
+    temporary.mkdir()
+    env = {**os.environ, "FRUITS_IMAGES": str(root), "DAGSTER_HOME": str(home), "TMPDIR": str(temporary)}
+    command = [*materialize_command(",".join(SCREENING)), "--config-json", json.dumps(CHUNKS_OF_TEN)]
+    log = tmp_path / "run.log"
+    try:
+        env["FRUITS_STORAGE"], env["FRUITS_SPARK_KEEP_WARM_SECONDS"] = str(tmp_path / "broken"), "60"
+        with log.open("w") as out:
+            run = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while "chunk 1/3 committed" not in log.read_text():
+            assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.1)
+        first = int(re.search(r"started a warm driver, pid (\d+)", log.read_text()).group(1))
+        os.killpg(first, signal.SIGKILL)  # the driver, its JVM and its workers, as an out-of-memory kill would
+        assert run.wait(timeout=600) == 0, log.read_text()[-4000:]
+        env["FRUITS_STORAGE"], env["FRUITS_SPARK_KEEP_WARM_SECONDS"] = str(tmp_path / "whole"), "0"
+        whole = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert whole.returncode == 0, whole.stderr[-3000:]
+    finally:
+        stopped = [pid for folder in temporary.glob("fruits_assets-*/spark-drivers") for pid in stop_drivers(folder)]
+    text = log.read_text()
+    assert "STEP_UP_FOR_RETRY" in text, "the kill came after the step's last Spark call"
+    assert "Spark: the JVM this run used no longer answers; starting another" in text
+    started = {int(pid) for pid in re.findall(r"started a warm driver, pid (\d+)", text)}
+    assert started - {first} == set(stopped) and len(stopped) == 1  # the retry's driver, the one left warm
+    stores = ("broken", "whole")
+    for name, columns in TABLE_KEYS.items():
+        broken, unbroken = (table(tmp_path / s / name).sort_values("path", ignore_index=True) for s in stores)
+        pd.testing.assert_frame_equal(broken[columns], unbroken[columns])
+        if name == "mobilenet_features":
+            assert np.array_equal(np.stack(broken["features"]), np.stack(unbroken["features"]))
+    assert len(table(tmp_path / "broken" / "mobilenet_features")) == 30
 
 
 def test_stopped_drivers_folders_go_after_a_day_and_running_or_starting_ones_stay(tmp_path):

@@ -9,7 +9,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from fruits_assets.spark.config import with_native_trim
-from fruits_assets.spark.warm_driver import WarmDriverUnavailable, attached_session
+from fruits_assets.spark.warm_driver import WarmDriverUnavailable, answers, attached_session, let_go
 
 PYSPARK = "pyspark"
 # Every op that runs Spark requires it: none locally, dagster-aws's EMR step launcher on EMR.
@@ -42,12 +42,18 @@ class SparkResource(LazyPySparkResource):
     )
 
     def _init_session(self) -> None:
+        log = get_dagster_logger()
         if self._spark_session is not None:
-            return
+            if answers(self._spark_session):
+                return
+            # Its JVM died (killed for its memory, say): the step failed, and its retry needs another JVM.
+            if self._spark_session.sparkContext is SparkContext._active_spark_context:  # else another let go
+                log.warning("Spark: the JVM this run used no longer answers; starting another")
+                let_go()
+            self._spark_session = None
         python = self.spark_config.get("spark.pyspark.python")
         if python:
             os.environ["PYSPARK_PYTHON"] = python
-        log = get_dagster_logger()
         if self.keep_warm_seconds > 0 and SparkContext._active_spark_context is None:
             try:
                 attached = attached_session(self._session_config(), self.keep_warm_seconds)

@@ -222,6 +222,31 @@ def attached_session(
     return Attached(session, connection["pid"], folder / LOG, started)
 
 
+def answers(session: SparkSession) -> bool:
+    """Whether the JVM behind `session` (a warm driver's or this process's own) still answers: one that died
+    (killed for its memory, crashed) fails every later call, a step's retry included, until another is started."""
+    try:
+        return not session.sparkContext._jsc.sc().isStopped()
+    except Exception:  # noqa: BLE001 - Py4J's errors for a closed or refused connection, whichever comes
+        return False
+
+
+def let_go() -> None:
+    """This process's hold on a JVM that no longer answers: the driver's lease released (the next attach finds the
+    driver dead and starts another) and PySpark's state cleared, so that the next session starts afresh."""
+    context = SparkContext._active_spark_context
+    server = getattr(context, "_accumulatorServer", None)
+    if server is not None:
+        server.shutdown()
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        with contextlib.suppress(Exception):
+            gateway.close()  # this side's sockets: the JVM at the other end is gone
+    while _LEASE:
+        _LEASE.pop().close()
+    _forget_spark()
+
+
 def _forget_spark() -> None:
     """This process's PySpark state as before a failed attach, so that a JVM of its own can start."""
     SparkContext._active_spark_context = None
