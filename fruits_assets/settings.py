@@ -168,6 +168,13 @@ class Settings:
             _fail("images", "is not set (or empty); set it to the folder or s3:// prefix holding the photos")
         if self.deployment not in DEPLOYMENTS:
             _fail("deployment", f"is {self.deployment!r}; expected one of {', '.join(DEPLOYMENTS)}")
+        for name in ("images", "storage"):
+            if "::" in getattr(self, name):
+                _fail(
+                    name,
+                    f"is {getattr(self, name)!r}: '::' chains file systems in the URLs this project's readers "
+                    "and writers take (fsspec), so its files would be looked for elsewhere; rename that folder",
+                )
         images, storage = absolute_location(self.images), absolute_location(self.storage)
         if is_within(storage, images):
             _fail(

@@ -40,6 +40,8 @@ def test_the_step_environment_restores_the_settings_on_the_cluster():
         ({"FRUITS_IMAGES": "/d", "FRUITS_DEPLOYMENT": "locale"}, "FRUITS_DEPLOYMENT", "expected one of local, cluster"),
         ({"FRUITS_IMAGES": "/d", "FRUITS_DEPLOYMENT": "cluster"}, "FRUITS_SPARK_MASTER", "is required"),
         ({"FRUITS_IMAGES": "/d", "FRUITS_STORAGE": "/d/out"}, "FRUITS_STORAGE", "inside the images root"),
+        ({"FRUITS_IMAGES": "/d/a::b"}, "FRUITS_IMAGES", "'::' chains file systems"),
+        ({"FRUITS_IMAGES": "/d", "FRUITS_STORAGE": "s3://b/x::y"}, "FRUITS_STORAGE", "'::' chains file systems"),
         ({"FRUITS_IMAGES": "s3://b/p", "FRUITS_STORAGE": "s3a://b/p/x"}, "FRUITS_STORAGE", "inside the images root"),
         ({**EMR, "FRUITS_EMR_CLUSTER_ID": ""}, "FRUITS_EMR_CLUSTER_ID", "is required"),
         ({**EMR, "FRUITS_EMR_STAGING": "/tmp/staging"}, "FRUITS_EMR_STAGING", "must be s3://bucket/prefix"),

@@ -5,6 +5,7 @@ Each run here is a process of its own, as runs are: `attached_session` in a smal
 Python program, and at the end two `dagster asset materialize` from the shell.
 """
 
+import contextlib
 import fcntl
 import json
 import os
@@ -259,9 +260,28 @@ def test_runs_from_the_shell_share_a_warm_driver_and_write_what_a_run_with_its_o
             assert np.array_equal(np.stack(warm["features"]), np.stack(own["features"]))
 
 
+def _jvm_below(pid: int) -> int:
+    """The Spark JVM among `pid`'s descendants."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    below, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in below} - below
+        below, grew = below | more, bool(more)
+    for child in below - {pid}:
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            if command.split(b"\0", 1)[0].endswith(b"java") and b"SparkSubmit" in command:
+                return child
+    raise AssertionError(f"no Spark JVM below {pid}")
+
+
 @pytest.mark.spark
-def test_a_run_whose_warm_driver_dies_mid_step_retries_the_step_on_another_and_writes_what_a_whole_run_writes(
-    tmp_path,
+@pytest.mark.parametrize("keep_warm", ["60", "0"], ids=["warm_driver", "own_jvm"])
+def test_a_run_whose_jvm_dies_mid_step_retries_the_step_on_another_and_writes_what_a_whole_run_writes(
+    keep_warm, tmp_path
 ):
     colors = {"Kiwi 1": (120, 100, 40), "Lemon 1": (240, 220, 40)}
     root, home, temporary = tmp_path / "images", tmp_path / "home", tmp_path / "tmp"
@@ -271,27 +291,35 @@ def test_a_run_whose_warm_driver_dies_mid_step_retries_the_step_on_another_and_w
     env = {**os.environ, "FRUITS_IMAGES": str(root), "DAGSTER_HOME": str(home), "TMPDIR": str(temporary)}
     command = [*materialize_command(",".join(SCREENING)), "--config-json", json.dumps(CHUNKS_OF_TEN)]
     log = tmp_path / "run.log"
+    run = None
     try:
-        env["FRUITS_STORAGE"], env["FRUITS_SPARK_KEEP_WARM_SECONDS"] = str(tmp_path / "broken"), "60"
+        env["FRUITS_STORAGE"], env["FRUITS_SPARK_KEEP_WARM_SECONDS"] = str(tmp_path / "broken"), keep_warm
         with log.open("w") as out:
             run = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 600
         while "chunk 1/3 committed" not in log.read_text():
             assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.1)
-        first = int(re.search(r"started a warm driver, pid (\d+)", log.read_text()).group(1))
-        os.killpg(first, signal.SIGKILL)  # the driver, its JVM and its workers, as an out-of-memory kill would
+        driver = re.search(r"started a warm driver, pid (\d+)", log.read_text())
+        first = int(driver.group(1)) if driver else None
+        assert (first is not None) == (keep_warm != "0")
+        os.kill(_jvm_below(first or run.pid), signal.SIGKILL)  # the JVM alone, as the out-of-memory killer would
         assert run.wait(timeout=600) == 0, log.read_text()[-4000:]
         env["FRUITS_STORAGE"], env["FRUITS_SPARK_KEEP_WARM_SECONDS"] = str(tmp_path / "whole"), "0"
         whole = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert whole.returncode == 0, whole.stderr[-3000:]
     finally:
+        if run is not None and run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
         stopped = [pid for folder in temporary.glob("fruits_assets-*/spark-drivers") for pid in stop_drivers(folder)]
     text = log.read_text()
-    assert "STEP_UP_FOR_RETRY" in text, "the kill came after the step's last Spark call"
+    assert text.count("STEP_UP_FOR_RETRY") == 1, "the kill came after the step's last Spark call, or a retry failed"
     assert "Spark: the JVM this run used no longer answers; starting another" in text
-    started = {int(pid) for pid in re.findall(r"started a warm driver, pid (\d+)", text)}
-    assert started - {first} == set(stopped) and len(stopped) == 1  # the retry's driver, the one left warm
+    if first is not None:
+        started = {int(pid) for pid in re.findall(r"started a warm driver, pid (\d+)", text)}
+        assert started - {first} == set(stopped) and len(stopped) == 1  # the retry's driver, the one left warm
+    else:
+        assert "warm driver" not in text and not stopped
     stores = ("broken", "whole")
     for name, columns in TABLE_KEYS.items():
         broken, unbroken = (table(tmp_path / s / name).sort_values("path", ignore_index=True) for s in stores)

@@ -42,15 +42,15 @@ class SparkResource(LazyPySparkResource):
     )
 
     def _init_session(self) -> None:
+        if self._spark_session is not None and answers(self._spark_session.sparkContext):
+            return
+        self._spark_session = None
         log = get_dagster_logger()
-        if self._spark_session is not None:
-            if answers(self._spark_session):
-                return
+        context = SparkContext._active_spark_context  # this resource's, or another copy's (nested resources)
+        if context is not None and not answers(context):
             # Its JVM died (killed for its memory, say): the step failed, and its retry needs another JVM.
-            if self._spark_session.sparkContext is SparkContext._active_spark_context:  # else another let go
-                log.warning("Spark: the JVM this run used no longer answers; starting another")
-                let_go()
-            self._spark_session = None
+            log.warning("Spark: the JVM this run used no longer answers; starting another")
+            let_go()
         python = self.spark_config.get("spark.pyspark.python")
         if python:
             os.environ["PYSPARK_PYTHON"] = python

@@ -46,7 +46,7 @@ import pyspark
 from py4j.clientserver import ClientServer, JavaParameters, PythonParameters
 from py4j.java_gateway import java_import
 from pyspark import SparkContext
-from pyspark.sql import SparkSession
+from pyspark.sql import SparkSession, SQLContext
 
 DRIVER_MODULE = "fruits_assets.spark.warm_driver"
 RUNS_PER_DRIVER = 25
@@ -222,11 +222,11 @@ def attached_session(
     return Attached(session, connection["pid"], folder / LOG, started)
 
 
-def answers(session: SparkSession) -> bool:
-    """Whether the JVM behind `session` (a warm driver's or this process's own) still answers: one that died
+def answers(context: SparkContext) -> bool:
+    """Whether the JVM behind `context` (a warm driver's or this process's own) still answers: one that died
     (killed for its memory, crashed) fails every later call, a step's retry included, until another is started."""
     try:
-        return not session.sparkContext._jsc.sc().isStopped()
+        return not context._jsc.sc().isStopped()
     except Exception:  # noqa: BLE001 - Py4J's errors for a closed or refused connection, whichever comes
         return False
 
@@ -242,6 +242,9 @@ def let_go() -> None:
     if gateway is not None:
         with contextlib.suppress(Exception):
             gateway.close()  # this side's sockets: the JVM at the other end is gone
+        if getattr(gateway, "proc", None) is not None:  # a JVM of this process's own: gone for good, and reaped
+            gateway.proc.kill()
+            gateway.proc.wait(timeout=60)
     while _LEASE:
         _LEASE.pop().close()
     _forget_spark()
@@ -254,6 +257,7 @@ def _forget_spark() -> None:
     SparkContext._jvm = None
     SparkSession._instantiatedSession = None
     SparkSession._activeSession = None
+    SQLContext._instantiatedContext = None
 
 
 def _connection(folder: Path) -> dict | None:
