@@ -42,6 +42,7 @@ LONGEST_FIRST = (
     "test_classifier_shared.py",
     "test_churn.py",
     "test_pipeline_shared.py",
+    "test_warm_driver.py",
     "test_interrupted_run.py",
     "test_freshness.py",
     "test_bad_input.py",
