@@ -13,52 +13,64 @@ young generation from the command line's options only, and ignores `-XX:MaxNewSi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
+import jvm_memory
+
 import bench
-from fruits_assets.spark.warm_driver import stop_drivers
+from fruits_assets.spark.warm_driver import CONNECTION, drivers_root, stop_drivers
 
 HEAP = re.compile(r"total (\d+)K, used (\d+)K")
-UI = "http://localhost:4040/api/v1/applications"
 
 
-def _driver_jvm() -> int | None:
-    """The warm driver's JVM: the Java child of the `fruits_assets.spark.warm_driver` process."""
-    for driver in subprocess.run(
-        ["pgrep", "-f", "fruits_assets.spark.warm_driver"], capture_output=True, text=True
-    ).stdout.split():
-        for child in subprocess.run(["pgrep", "-P", driver], capture_output=True, text=True).stdout.split():
-            if b"java" in bench._command(int(child)):
-                return int(child)
+def _driver() -> dict | None:
+    """This user's running warm driver (`connection.json`: its pid and its Spark UI), if there is one."""
+    for path in drivers_root().glob(f"*/{CONNECTION}"):
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(path.read_text())
     return None
 
 
-def _running_jobs() -> str:
+def _jvm_of(driver: int) -> int | None:
+    """The driver process's JVM: its child running Java."""
+    children = Path(f"/proc/{driver}/task/{driver}/children").read_text().split()
+    return next((int(child) for child in children if b"java" in bench._command(int(child))), None)
+
+
+def _running_jobs(ui: str) -> str:
+    """The descriptions of the Spark jobs running now: which step the heap belongs to."""
     try:
-        app = json.load(urllib.request.urlopen(UI, timeout=1))[0]["id"]
-        jobs = json.load(urllib.request.urlopen(f"{UI}/{app}/jobs?status=running", timeout=1))
+        app = json.load(urllib.request.urlopen(f"{ui}/api/v1/applications", timeout=1))[0]["id"]
+        jobs = json.load(urllib.request.urlopen(f"{ui}/api/v1/applications/{app}/jobs?status=running", timeout=1))
     except (OSError, ValueError, IndexError, KeyError):
         return ""
     return "; ".join(job.get("description", job["name"])[-60:] for job in jobs)
 
 
-def _sample(timeline: list[tuple], stop: threading.Event) -> None:
+def _sample(jcmd: str, timeline: list[tuple], stop: threading.Event) -> None:
+    """Every 2 s: the time, the heap committed and used (MiB), the JVM's RSS (MiB) and the jobs running."""
     while not stop.is_set():
-        pid = _driver_jvm()
-        if pid:
-            info = subprocess.run(["jcmd", str(pid), "GC.heap_info"], capture_output=True, text=True).stdout
-            heap = HEAP.search(info)
-            if heap:
-                rss = bench._memory(pid)[0]
-                committed, used = int(heap.group(1)) // 1024, int(heap.group(2)) // 1024
-                timeline.append((time.time(), committed, used, rss // 2**20, _running_jobs()))
+        try:
+            driver = _driver()
+            pid = _jvm_of(driver["pid"]) if driver else None
+            if pid:
+                info = subprocess.run([jcmd, str(pid), "GC.heap_info"], capture_output=True, text=True, timeout=30)
+                heap = HEAP.search(info.stdout)
+                if heap:
+                    rss = bench._memory(pid)[0] // 2**20
+                    used = (int(heap.group(1)) // 1024, int(heap.group(2)) // 1024)
+                    timeline.append((time.time(), *used, rss, _running_jobs(driver["ui"])))
+        except (OSError, KeyError, subprocess.TimeoutExpired):  # the driver went between two reads
+            pass
         stop.wait(2)
 
 
@@ -67,32 +79,29 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200000, help="the generated corpus (build/bench/corpus-SIZE)")
     parser.add_argument("--label", default="base", help="names this measurement in the output")
     args = parser.parse_args()
-    work = Path("/tmp") / f"driver_heap-{args.label}"
-    shutil.rmtree(work, ignore_errors=True)
-    stop_drivers()
+    corpus = bench.CORPORA / f"corpus-{args.size}"
+    if not corpus.is_dir():
+        raise SystemExit(f"{corpus} is missing: `python bench/bench.py --sizes {args.size}` generates it")
+    work = Path(tempfile.mkdtemp(prefix=f"driver_heap-{args.label}-"))
+    stop_drivers()  # the first run starts the driver measured: any other warm driver goes (a bench's too)
     timeline: list[tuple] = []
     stop = threading.Event()
-    threading.Thread(target=_sample, args=(timeline, stop), daemon=True).start()
-    runs = [("Test 1", bench.SHARED / "fruits-360" / "Test"), ("Test 2", bench.SHARED / "fruits-360" / "Test")]
-    runs.append((str(args.size), bench.CORPORA / f"corpus-{args.size}"))
+    threading.Thread(target=_sample, args=(jvm_memory._jcmd(), timeline, stop), daemon=True).start()
+    runs = [("Test-1", bench.SHARED / "fruits-360" / "Test"), ("Test-2", bench.SHARED / "fruits-360" / "Test")]
     try:
-        for name, images in runs:
-            began = len(timeline)
-            run = bench.materialize(images, work / name.replace(" ", ""), work / f"home-{name.replace(' ', '')}")
+        for name, images in [*runs, (str(args.size), corpus)]:
+            began = time.time()
+            run = bench.materialize(images, work / name, work / f"home-{name}")
             by_process = {k: round(v, 3) for k, v in run["peak_pss_gb_by_process"].items()}
             print(
-                args.label,
-                name,
-                f"{run['seconds']:.1f} s",
-                run["spark"],
-                f"peak PSS {run['peak_pss_gb']:.3f} GB",
+                f"{args.label} {name}: {run['seconds']:.1f} s, {run['spark']}, peak PSS {run['peak_pss_gb']:.3f} GB",
                 by_process,
                 flush=True,
             )
-            print("  s, heap committed MB, heap used MB, JVM RSS MB, Spark jobs running", flush=True)
-            start = timeline[began][0] if len(timeline) > began else 0
-            for at, committed, used, rss, jobs in timeline[began:]:
-                print(f"  {at - start:5.0f} {committed:5d} {used:5d} {rss:5d} {jobs}", flush=True)
+            print("  s from the run's start, heap committed MiB, heap used MiB, JVM RSS MiB, Spark jobs running")
+            for at, committed, used, rss, jobs in [sample for sample in timeline if sample[0] >= began]:
+                print(f"  {at - began:5.0f} {committed:5d} {used:5d} {rss:5d} {jobs}", flush=True)
+            timeline.clear()  # what the driver does between runs (its clearing, a collection) is no run's
     finally:
         stop.set()
         stop_drivers()
