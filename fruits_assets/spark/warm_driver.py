@@ -16,7 +16,7 @@ the next uses the driver: jobs still running are cancelled (a JVM used to die wi
 run) and cached data dropped, by the driver as soon as the lease is released and by
 the next run as it attaches. A driver exits after `idle_seconds` without a run, once
 it has served `runs` runs, or once what runs leave referenced in its JVM (Py4J frees
-nothing a process that ended still held) fills half its heap.
+nothing a process that ended still held) fills `HEAP_SHARE` of its heap.
 A driver belongs to its Spark settings, the Python and its packages, the environment
 that reaches Spark and its workers, and this package's code: any change means another
 driver, so workers never run stale code, and the idle driver of the old settings goes.
