@@ -228,15 +228,33 @@ def test_a_driver_that_died_is_replaced_by_the_next_run(drivers):
     assert replaced["started"] and replaced["pid"] != first["pid"] and replaced["sum"] == 499500
 
 
-@pytest.mark.spark
-def test_runs_from_the_shell_share_a_warm_driver_and_write_what_a_run_with_its_own_jvm_writes(tmp_path):
+def _shell_runs(tmp_path: Path, per_folder: int) -> tuple[dict[str, str], Path]:
+    """Photos of two kinds for runs from the shell, and their environment: drivers under the test's own temporary
+    folder (no other test's run holds them); the folder those drivers live under."""
     colors = {"Kiwi 1": (120, 100, 40), "Lemon 1": (240, 220, 40)}
     root, home, temporary = tmp_path / "images", tmp_path / "home", tmp_path / "tmp"
-    write_tree(root, {"Test/Kiwi 1": 8, "Test/Lemon 1": 8}, colors)
+    write_tree(root, {"Test/Kiwi 1": per_folder, "Test/Lemon 1": per_folder}, colors)
     home.mkdir()
     temporary.mkdir()
-    # Drivers of this test's own (under its temporary folder): no other test's run holds them.
-    env = {**os.environ, "FRUITS_IMAGES": str(root), "DAGSTER_HOME": str(home), "TMPDIR": str(temporary)}
+    return {**os.environ, "FRUITS_IMAGES": str(root), "DAGSTER_HOME": str(home), "TMPDIR": str(temporary)}, temporary
+
+
+def _stopped_drivers(temporary: Path) -> list[int]:
+    return [pid for folder in temporary.glob("fruits_assets-*/spark-drivers") for pid in stop_drivers(folder)]
+
+
+def _assert_same_tables(storage: Path, expected: Path) -> None:
+    """The screening's tables under `storage` hold what those under `expected` hold, feature vectors included."""
+    for name, columns in TABLE_KEYS.items():
+        got, wanted = (table(s / name).sort_values("path", ignore_index=True) for s in (storage, expected))
+        pd.testing.assert_frame_equal(got[columns], wanted[columns])
+        if name == "mobilenet_features":
+            assert np.array_equal(np.stack(got["features"]), np.stack(wanted["features"]))
+
+
+@pytest.mark.spark
+def test_runs_from_the_shell_share_a_warm_driver_and_write_what_a_run_with_its_own_jvm_writes(tmp_path):
+    env, temporary = _shell_runs(tmp_path, 8)
     select = ",".join(SCREENING)  # the listing, the screening and its tables: where a small run's fixed costs are
     logs = []
     try:
@@ -247,17 +265,13 @@ def test_runs_from_the_shell_share_a_warm_driver_and_write_what_a_run_with_its_o
             assert run.returncode == 0, run.stderr[-3000:]
             logs.append(run.stderr)
     finally:
-        stopped = [pid for folder in temporary.glob("fruits_assets-*/spark-drivers") for pid in stop_drivers(folder)]
+        stopped = _stopped_drivers(temporary)
     assert len(stopped) == 1
     first, second, cold = logs
     assert "Spark: started a warm driver" in first
     assert "Spark: attached to the warm driver" in second  # another storage root, the same driver
     assert "warm driver" not in cold  # with 0: a JVM of the run's own, as before
-    for name, columns in TABLE_KEYS.items():
-        warm, own = (table(tmp_path / s / name).sort_values("path", ignore_index=True) for s in ("second", "cold"))
-        pd.testing.assert_frame_equal(warm[columns], own[columns])
-        if name == "mobilenet_features":
-            assert np.array_equal(np.stack(warm["features"]), np.stack(own["features"]))
+    _assert_same_tables(tmp_path / "second", tmp_path / "cold")
 
 
 def _jvm_below(pid: int) -> int:
@@ -283,12 +297,7 @@ def _jvm_below(pid: int) -> int:
 def test_a_run_whose_jvm_dies_mid_step_retries_the_step_on_another_and_writes_what_a_whole_run_writes(
     keep_warm, tmp_path
 ):
-    colors = {"Kiwi 1": (120, 100, 40), "Lemon 1": (240, 220, 40)}
-    root, home, temporary = tmp_path / "images", tmp_path / "home", tmp_path / "tmp"
-    write_tree(root, {"Test/Kiwi 1": 15, "Test/Lemon 1": 15}, colors)
-    home.mkdir()
-    temporary.mkdir()
-    env = {**os.environ, "FRUITS_IMAGES": str(root), "DAGSTER_HOME": str(home), "TMPDIR": str(temporary)}
+    env, temporary = _shell_runs(tmp_path, 15)
     command = [*materialize_command(",".join(SCREENING)), "--config-json", json.dumps(CHUNKS_OF_TEN)]
     log = tmp_path / "run.log"
     run = None
@@ -311,7 +320,7 @@ def test_a_run_whose_jvm_dies_mid_step_retries_the_step_on_another_and_writes_wh
     finally:
         if run is not None and run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-        stopped = [pid for folder in temporary.glob("fruits_assets-*/spark-drivers") for pid in stop_drivers(folder)]
+        stopped = _stopped_drivers(temporary)
     text = log.read_text()
     assert text.count("STEP_UP_FOR_RETRY") == 1, "the kill came after the step's last Spark call, or a retry failed"
     assert "Spark: the JVM this run used no longer answers; starting another" in text
@@ -320,12 +329,7 @@ def test_a_run_whose_jvm_dies_mid_step_retries_the_step_on_another_and_writes_wh
         assert started - {first} == set(stopped) and len(stopped) == 1  # the retry's driver, the one left warm
     else:
         assert "warm driver" not in text and not stopped
-    stores = ("broken", "whole")
-    for name, columns in TABLE_KEYS.items():
-        broken, unbroken = (table(tmp_path / s / name).sort_values("path", ignore_index=True) for s in stores)
-        pd.testing.assert_frame_equal(broken[columns], unbroken[columns])
-        if name == "mobilenet_features":
-            assert np.array_equal(np.stack(broken["features"]), np.stack(unbroken["features"]))
+    _assert_same_tables(tmp_path / "broken", tmp_path / "whole")
     assert len(table(tmp_path / "broken" / "mobilenet_features")) == 30
 
 
