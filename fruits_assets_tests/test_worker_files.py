@@ -1,5 +1,9 @@
 """Which task reads which part of which file when the Python workers read a table's files themselves."""
 
+import subprocess
+import sys
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -40,3 +44,24 @@ def test_the_parts_of_a_file_are_its_row_groups_dealt_out_and_a_missing_column_i
     assert list(read[0][0][0]) == ["features", "path"]
     with pytest.raises(ValueError, match="has no column label"):
         list(file_batches(path, ["path", "label"]))
+
+
+def test_a_file_is_read_a_batch_at_a_time_not_a_row_group_at_a_time(tmp_path):
+    """Spark writes row groups of up to 128 MB, and each core's worker reads one at a time: what a worker holds
+    must be about a batch of features, not a whole group (measured in a fresh interpreter: Arrow's peak)."""
+    path = tmp_path / "part-0.parquet"
+    rows = 25_000  # 1280 floats each: one row group of 122 MB
+    values = pa.array(np.random.default_rng(0).random(rows * 1280, dtype=np.float32))
+    features = pa.ListArray.from_arrays(pa.array(np.arange(0, rows * 1280 + 1, 1280, dtype=np.int32)), values)
+    pq.write_table(pa.table({"features": features}), path, row_group_size=rows, use_dictionary=False)
+    group = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1 and group > 120 * MB
+    read = (
+        "import pyarrow as pa\n"
+        "from fruits_assets.spark.worker_files import file_batches\n"
+        f"rows = sum(len(batch) for batch in file_batches({str(path)!r}, ['features']))\n"
+        "print(rows, pa.default_memory_pool().max_memory())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) == rows
+    assert int(out[1]) < group / 2, f"Arrow held {int(out[1]) / MB:.0f} MB to read a {group / MB:.0f} MB row group"
