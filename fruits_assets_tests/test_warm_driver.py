@@ -24,6 +24,7 @@ import pytest
 from fruits_assets.spark.config import app_config, jars_config, local_config
 from fruits_assets.spark.warm_driver import (
     CONNECTION,
+    PREVIOUS_LOG,
     WarmDriverUnavailable,
     attached_session,
     driver_key,
@@ -196,6 +197,8 @@ def test_a_driver_goes_when_idle_or_worn_out_and_other_settings_get_another(driv
     assert not (drivers / driver_key(_config()) / CONNECTION).exists()
     again = _run(drivers, runs=2)
     assert again["started"] and again["pid"] != first["pid"]
+    previous = drivers / driver_key(_config()) / PREVIOUS_LOG  # the first one's log, kept beside the new one's
+    assert "exits after 1 run(s)" in previous.read_text()
 
     assert _run(drivers, runs=2)["pid"] == again["pid"]  # its second and last run
     assert _gone(again["pid"], within=30), "a driver served more runs than it was to"
