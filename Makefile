@@ -56,5 +56,5 @@ lint:
 bench:  ## seed notebook, bare engine, the pipeline on Test, 20,000 and 40,000 images and their reruns
 	$(BIN)/python bench/bench.py
 
-bench-scale:  ## the same at production size: 40,000 and 200,000 images, in one run (35 min on 2 cores at 0ce76ca)
+bench-scale:  ## the same at production size: 40,000 and 200,000 images, in one run (34 min on 2 cores at bd23f1e)
 	$(BIN)/python bench/bench.py --sizes 40000 200000
