@@ -46,7 +46,7 @@ def test_the_parts_of_a_file_are_its_row_groups_dealt_out_and_a_missing_column_i
         list(file_batches(path, ["path", "label"]))
 
 
-def test_a_file_is_read_a_batch_at_a_time_not_a_row_group_at_a_time(tmp_path):
+def test_a_local_file_is_read_a_batch_at_a_time_not_a_row_group_at_a_time(tmp_path):
     """Spark writes row groups of up to 128 MB, and each core's worker reads one at a time: what a worker holds
     must be about a batch of features, not a whole group (measured in a fresh interpreter: Arrow's peak)."""
     path = tmp_path / "part-0.parquet"

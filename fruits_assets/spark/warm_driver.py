@@ -58,7 +58,7 @@ CONNECTION, LEASE, CONFIG, LOG, RUNS = "connection.json", "lease", "config.json"
 # Asked of a driver stop_drivers could not stop at once (lent, or still clearing), by its pid: it goes once it
 # holds its lease (a later driver in the same folder has another pid, and is not asked).
 STOP = "stop"
-PREVIOUS_LOG = f"{LOG}.1"  # the last driver's of these settings: why it went (idle, worn out, killed)
+PREVIOUS_LOG = f"{LOG}.1"  # the log of the driver before, of these settings: its last lines say why it went
 # What of the environment reaches the JVM or the Python workers, so names a driver (no FRUITS_ setting does).
 ENVIRONMENT_PREFIXES = ("AWS_", "SPARK_", "PYSPARK_", "JAVA_", "HADOOP_", "PYTHON", "TF_", "OMP_", "LD_")
 ENVIRONMENT_NAMES = ("PATH", "HOME")
@@ -289,7 +289,7 @@ def _start(folder: Path, config: Mapping[str, str], idle_seconds: float, runs: i
     os.chmod(folder / CONFIG, 0o600)
     (folder / RUNS).write_text("0")
     (folder / STOP).unlink(missing_ok=True)  # asked of an earlier driver of these settings, now gone
-    if (folder / LOG).exists():
+    with contextlib.suppress(FileNotFoundError):  # the first driver of these settings has none before it
         os.replace(folder / LOG, folder / PREVIOUS_LOG)
     environment = dict(os.environ)
     if config.get("spark.master", "").startswith("local"):
