@@ -54,8 +54,9 @@ def test_a_local_file_is_read_a_batch_at_a_time_not_a_row_group_at_a_time(tmp_pa
     values = pa.array(np.random.default_rng(0).random(rows * 1280, dtype=np.float32))
     features = pa.ListArray.from_arrays(pa.array(np.arange(0, rows * 1280 + 1, 1280, dtype=np.int32)), values)
     pq.write_table(pa.table({"features": features}), path, row_group_size=rows, use_dictionary=False)
-    group = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
-    assert pq.ParquetFile(path).metadata.num_row_groups == 1 and group > 120 * MB
+    metadata = pq.read_metadata(path)
+    group = metadata.row_group(0).total_byte_size
+    assert metadata.num_row_groups == 1 and group > 120 * MB
     read = (
         "import pyarrow as pa\n"
         "from fruits_assets.spark.worker_files import file_batches\n"
